@@ -1,0 +1,60 @@
+# s3course: `make lab` to learn, `make test` to check everything, `make notebooks` to refresh.
+# Both set up .venv (Python >= 3.10) from the exact pins in requirements.txt on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.s3course-installed
+KERNEL := s3course
+# extra arguments: `make lab ARGS=--no-browser`, `make test PYTEST_ARGS="-k flow"`
+ARGS ?=
+PYTEST_ARGS ?=
+# committed outputs always come from the full configuration and a fixed hash seed
+RUN_ENV := env -u S3_QUICK PYTHONHASHSEED=0
+
+.PHONY: help setup lab test notebooks browser clean
+
+help:
+	@echo "make lab        set up .venv if needed and open JupyterLab on notebooks/ (ARGS=...)"
+	@echo "make test       set up, install Debian's chromium if missing, run every test"
+	@echo "make notebooks  re-execute every notebook in place to refresh committed outputs"
+	@echo "make clean      remove .venv and caches"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "error: Python >= 3.10 is needed; run e.g. 'make PYTHON=python3.11 ...'"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (s3course)"
+	@touch $@
+
+setup: $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
+	  --LabApp.news_url=None \
+	  --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(ARGS)
+
+# Debian's chromium drives the browser test (never `playwright install`).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
+	$(RUN_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+notebooks: setup
+	$(RUN_ENV) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.kernel_name=$(KERNEL) --ExecutePreprocessor.timeout=1800 \
+	  notebooks/[0-9][0-9]_*.ipynb
+
+clean:
+	rm -rf $(VENV) .pytest_cache tests/_artifacts
+	find . -name __pycache__ -prune -exec rm -rf {} +

