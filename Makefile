@@ -1,5 +1,6 @@
 # s3course: `make lab` to learn, `make test` to check everything, `make notebooks` to refresh.
-# Both set up .venv (Python >= 3.10) from the exact pins in requirements.txt on first use.
+# Both set up .venv from the exact pins in requirements.txt on first use. The pins are for
+# Python 3.11+ (numpy 2.4 and scipy 1.17 need it); the s3lib package itself supports 3.10+.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,8 +22,8 @@ help:
 	@echo "make clean      remove .venv and caches"
 
 $(BIN)/python:
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
-	  { echo "error: Python >= 3.10 is needed; run e.g. 'make PYTHON=python3.11 ...'"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "error: the pinned environment needs Python >= 3.11; run e.g. 'make PYTHON=python3.11 lab'"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
@@ -30,6 +31,8 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (s3course)"
+	@# an offline classroom needs no "get notified about Jupyter news?" pop-up
+	$(BIN)/jupyter labextension disable --level=sys_prefix @jupyterlab/apputils-extension:announcements
 	@touch $@
 
 setup: $(STAMP)

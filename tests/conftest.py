@@ -1,0 +1,28 @@
+"""Shared fixtures of the test suite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/browser.py, the browser harness
+
+
+@pytest.fixture
+def moving_texture_frames() -> np.ndarray:
+    """``(8, 48, 64, 3)`` uint8 frames of a smooth texture moving right by ``t`` px at step t.
+
+    Frame k is the texture shifted by 0 + 1 + ... + k pixels, so the flow between frames t and
+    t + 1 is a known constant ``(t + 1, 0)`` on the interior.
+    """
+    import cv2
+
+    rng = np.random.default_rng(1)
+    base = cv2.GaussianBlur(rng.uniform(0, 255, (48, 64, 3)).astype(np.float32), (0, 0), 1.5)
+    base = cv2.normalize(base, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    offsets = np.cumsum([0] + list(range(1, 8)))
+    return np.stack([np.roll(base, int(o), axis=1) for o in offsets])

@@ -1,0 +1,71 @@
+"""Conventions every committed notebook keeps (nbval checks their outputs separately)."""
+
+import json
+import re
+
+import pytest
+
+from conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in NOTEBOOKS][:1] == ["00_overview.ipynb"]
+
+
+def _load(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    text = "\n".join("".join(c["source"]) for c in nb["cells"])
+    return nb, code, text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_come_from_one_fresh_run(path):
+    nb, code, _ = _load(path)
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), (
+        f"{path.name}: execution counts {counts}; run `make notebooks` to refresh the outputs")
+    errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors, f"{path.name}: a committed output is an error"
+    assert nb["metadata"]["kernelspec"]["name"] == "s3course"
+    assert path.stat().st_size < 5_000_000, f"{path.name} is too large; lower figure sizes"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_makes_the_session_reproducible(path):
+    _, code, _ = _load(path)
+    assert re.search(r"\breproducible\(", "".join(code[0]["source"])), (
+        f"{path.name}: the first code cell must call s3lib.setup.reproducible(seed)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_widget_cells_are_excluded_from_nbval_and_tested_elsewhere(path):
+    _, code, _ = _load(path)
+    widget_cells = [c for c in code if any(WIDGET_MIME in o.get("data", {}) for o in c["outputs"])]
+    assert widget_cells, f"{path.name}: every notebook has at least one widget"
+    for c in widget_cells:
+        assert "nbval-ignore-output" in c["metadata"].get("tags", []), (
+            f"{path.name}: widget cell {''.join(c['source'])[:60]!r} lacks the nbval-ignore-output tag")
+    ignored = [c for c in code if "nbval-ignore-output" in c["metadata"].get("tags", [])]
+    assert len(ignored) <= len(widget_cells) + 1, f"{path.name}: too many cells escape nbval"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_story_structure(path):
+    _, _, text = _load(path)
+    for needed in ("Learning goals", "Exercise", "Full scale", "What to try"):
+        assert needed.lower() in text.lower(), f"{path.name}: no {needed!r} section"
+    assert "$" in text, f"{path.name}: the math belongs in Markdown (LaTeX) next to the code"
+    asserts = len(re.findall(r"^\s*assert ", text, re.M))
+    assert asserts >= 3, f"{path.name}: exercises need self-checks (asserts)"
+
+
+def test_big_buck_bunny_is_credited_wherever_it_appears():
+    showing = [p for p in NOTEBOOKS if "bigbuckbunny" in _load(p)[2]]
+    assert showing, "notebook 00 shows Big Buck Bunny frames"
+    for path in showing:
+        text = _load(path)[2]
+        assert "Blender Foundation" in text and "CC-BY 3.0" in text, f"{path.name}: credit it"
