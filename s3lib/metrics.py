@@ -42,6 +42,12 @@ def contingency(pred, target) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ``pred == pred_labels[i]`` and ``target == target_labels[j]``.
     """
     p, t = _label_maps(pred, target)
+    if p.size and min(p.min(), t.min()) >= 0 and (p.max() + 1) * (t.max() + 1) <= 1 << 22:
+        # small non-negative labels (the usual case): count directly, then drop absent labels
+        n_t = int(t.max()) + 1
+        table = np.bincount(p * n_t + t, minlength=(int(p.max()) + 1) * n_t).reshape(-1, n_t)
+        rows, cols = np.flatnonzero(table.sum(1)), np.flatnonzero(table.sum(0))
+        return table[np.ix_(rows, cols)], rows, cols
     pl, pi = np.unique(p, return_inverse=True)
     tl, ti = np.unique(t, return_inverse=True)
     table = np.bincount(pi * len(tl) + ti, minlength=len(pl) * len(tl)).reshape(len(pl), len(tl))

@@ -182,8 +182,10 @@ def test_to_tensor_channel_order_by_hand():
     assert t[0, :, 1, 0].abs().sum().item() == 0.0
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 4, 4, 3), np.float32), np.zeros((2, 4, 4, 4), np.uint8),
-                                 np.zeros((4, 3), np.uint8), np.zeros((1, 2, 4, 4, 3), np.uint8)])
+@pytest.mark.parametrize("bad", [np.zeros((2, 4, 4, 3), np.float32),
+                                 np.zeros((2, 4, 4, 4), np.uint8),
+                                 np.zeros((4, 3), np.uint8),
+                                 np.zeros((1, 2, 4, 4, 3), np.uint8)])
 def test_to_tensor_rejects(bad):
     with pytest.raises(ValueError):
         clips.to_tensor(bad)

@@ -181,6 +181,21 @@ def test_matched_miou_torch_and_errors():
         matched_miou(torch.from_numpy(pred).float(), target)
 
 
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
+    "s3lib/metrics.py contingency() fast path (uncommitted edit): "
+    "(p.max() + 1) * (t.max() + 1) is computed in int64 and wraps around for huge label "
+    "values, so the bincount path is taken and fails with OverflowError instead of falling back "
+    "to np.unique"))
+def test_metrics_accept_huge_label_values():
+    rng = np.random.default_rng(9)
+    target = rng.integers(0, 4, (6, 7))
+    pred = np.where(rng.uniform(size=target.shape) < 0.6, target, rng.integers(0, 4, target.shape))
+    huge = np.array([0, 2**62, 5, 2**62 + 1], np.int64)[pred]  # valid int64 label values
+    assert matched_miou(huge, target) == pytest.approx(ref_matched_miou(pred, target), abs=1e-12)
+    assert adjusted_rand_index(huge, target) == pytest.approx(ref_ari_formula(pred, target),
+                                                              abs=1e-12)
+
 # ----------------------------------------------------------------------------- ARI
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("shape,kp,kt", [((5, 6), 3, 2), ((4, 7), 2, 4), ((30,), 5, 5),
