@@ -201,6 +201,9 @@ def _to_gray_u8(frame, name: str) -> np.ndarray:
             raise ValueError(f"{name}: expected uint8 or float in [0, 1], got dtype {arr.dtype}")
         if not np.isfinite(arr).all():
             raise ValueError(f"{name}: contains NaN or inf")
+        if arr.size and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
+            raise ValueError(f"{name}: float images must lie in [0, 1], got values in "
+                             f"[{arr.min():.3g}, {arr.max():.3g}]; pass uint8 or divide by 255")
         arr = np.clip(np.rint(arr * 255), 0, 255).astype(np.uint8)
     if arr.ndim == 3:
         arr = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)
@@ -273,6 +276,9 @@ def _warp_numpy(image, flow, return_valid):
     import cv2
 
     img = np.asarray(image)
+    if img.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
+        raise ValueError(f"image: dtype {img.dtype} cannot be interpolated by OpenCV; cast it "
+                         f"to float32 (bilinear warping of label maps mixes labels anyway)")
     f = _to_hw2(flow).astype(np.float32)
     if img.shape[:2] != f.shape[:2]:
         raise ValueError(f"image {img.shape[:2]} and flow {f.shape[:2]} differ in size")

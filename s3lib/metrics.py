@@ -42,7 +42,9 @@ def contingency(pred, target) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ``pred == pred_labels[i]`` and ``target == target_labels[j]``.
     """
     p, t = _label_maps(pred, target)
-    if p.size and min(p.min(), t.min()) >= 0 and (p.max() + 1) * (t.max() + 1) <= 1 << 22:
+    small = p.size and min(int(p.min()), int(t.min())) >= 0 and (
+        (int(p.max()) + 1) * (int(t.max()) + 1) <= 1 << 22)  # Python ints: no overflow
+    if small:
         # small non-negative labels (the usual case): count directly, then drop absent labels
         n_t = int(t.max()) + 1
         table = np.bincount(p * n_t + t, minlength=(int(p.max()) + 1) * n_t).reshape(-1, n_t)
@@ -158,6 +160,11 @@ def voc07_ap(scores, labels) -> float:
     Ranks by score (ties kept in input order, as the devkit's MATLAB ``sort`` does), then
     averages, over recall levels t = 0, 0.1, ..., 1, the highest precision at recall >= t.
     Difficult examples (label 0) count neither as true nor as false positives.
+
+    The recall levels are ``np.arange(0, 1.1, 0.1)``, as in the widely used Python ports of the
+    devkit (py-faster-rcnn, Detectron). MATLAB's ``0:0.1:1`` rounds two of them differently
+    (0.6 and 0.7 exactly instead of 0.6000000000000001 and 0.7000000000000001), so a recall of
+    exactly 3/5 or 7/10 can make the two differ in the last digits.
     """
     s, y = _ranked(scores, labels)
     order = np.argsort(-s, kind="stable")

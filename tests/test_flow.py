@@ -503,6 +503,32 @@ def test_warp_errors():
         F.warp(torch.zeros(1, 3, 6, 7), torch.zeros(1, 3, 6, 7))
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, bool, np.float16])
+def test_warp_rejects_dtypes_opencv_cannot_interpolate(dtype):
+    with pytest.raises(ValueError, match="image: dtype"):
+        F.warp(np.zeros((6, 7), dtype), np.zeros((6, 7, 2), np.float32))
+
+
+def test_estimate_flow_rejects_float_frames_outside_unit_range(base_texture):
+    frame = base_texture.astype(np.float32)  # 0..255 floats: a common mistake
+    with pytest.raises(ValueError, match=r"frame0: float images must lie in \[0, 1\]"):
+        F.estimate_flow(frame, frame)
+
+
+def test_atomic_write_keeps_permissions(tmp_path):
+    import os
+    import stat
+
+    target = tmp_path / "f.flo"
+    F.write_flo(target, np.zeros((2, 3, 2), np.float32))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    os.chmod(target, 0o640)
+    F.write_flo(target, np.ones((2, 3, 2), np.float32))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
 def test_warp_error(base_texture):
     f0 = base_texture
     zero = np.zeros(f0.shape[:2] + (2,), np.float32)

@@ -182,11 +182,6 @@ def test_matched_miou_torch_and_errors():
 
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "s3lib/metrics.py contingency() fast path (uncommitted edit): "
-    "(p.max() + 1) * (t.max() + 1) is computed in int64 and wraps around for huge label "
-    "values, so the bincount path is taken and fails with OverflowError instead of falling back "
-    "to np.unique"))
 def test_metrics_accept_huge_label_values():
     rng = np.random.default_rng(9)
     target = rng.integers(0, 4, (6, 7))
