@@ -1,0 +1,347 @@
+"""The self-supervised motion losses of S3-CNN, computed from soft segments and optical flow.
+
+All losses take ``masks (B, L, H, W)`` (soft segments: non-negative, summing to 1 over ``L``)
+and ``flow (B, 2, H, W)`` (pixels) and return a scalar tensor whose dtype follows the inputs.
+NaN or inf in the flow raises ``ValueError``.
+
+- :func:`affine_motion_loss`: fit an affine (or quadratic) motion to each segment by weighted
+  least squares *inside the forward pass* (:func:`fit_affine`), then a robust residual.
+  ``notebooks/02_affine_motion_loss.ipynb``.
+- :func:`entropy_motion_loss`: entropy of a soft histogram of flow magnitude per segment.
+  ``notebooks/03_entropy_motion_loss.ipynb``.
+- :func:`marginal_likelihood_loss`: negative log evidence of eq. (1), parameters integrated out
+  (:func:`s3lib.grouping.log_evidence`). ``notebooks/01_grouping_model.ipynb``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from .grouping import (Model, _normal_equations, basis_products, check_inputs, log_evidence,
+                       solve_motion)
+
+Robust = Literal["charbonnier", "l1", "l2"]
+Combine = Literal["segments", "blend"]
+
+DEFAULT_EPS = 1e-4
+"""Ridge of the weighted least squares, relative to pixel-mean statistics (see fit_affine)."""
+DEFAULT_DELTA = 0.1
+"""Charbonnier's delta in pixels: quadratic below it, linear (robust) above it."""
+
+
+def fit_affine(flow: torch.Tensor, masks: torch.Tensor, eps: float = DEFAULT_EPS,
+               model: Model = "affine") -> torch.Tensor:
+    """Fit one motion model per segment by weighted least squares: ``(B, L, 2, K)``.
+
+    For segment ``l``, with the basis ``phi_u = (x, y, 1)`` of normalised coordinates
+    (``(x, y, 1, x^2, xy, y^2)`` for ``model="quadratic"``) and weights ``m_lu`` (the mask
+    itself, not its square), ``A_l`` minimises
+
+    ``(1/N) sum_u m_lu |f_u - A_l phi_u|^2 + eps |A_l|^2``,
+
+    i.e. solves the weighted normal equations ``A_l (G_l + eps I) = R_l`` with
+    ``G_l = (1/N) sum_u m_lu phi_u phi_u^T`` and ``R_l = (1/N) sum_u m_lu f_u phi_u^T``. The
+    small ridge keeps an empty segment finite (its model shrinks to zero motion); since the
+    statistics are pixel means over normalised coordinates, ``eps`` means the same at every
+    image size. All ``B x L`` systems are built with two matrix products and solved at once;
+    the result is differentiable w.r.t. ``masks`` and ``flow``.
+
+    Args:
+        flow: ``(B, 2, H, W)`` in pixels. masks: ``(B, L, H, W)``.
+        eps: ridge (> 0). model: ``"affine"`` (K = 3) or ``"quadratic"`` (K = 6).
+
+    Returns:
+        ``A`` of shape ``(B, L, 2, K)``: ``flow_l(u) = A[b, l] @ phi_u`` (row 0 = x, row 1 = y).
+    """
+    masks, flow = check_inputs(masks, flow)
+    return _fit(flow, masks, eps, model)[0]
+
+
+def _fit(flow: torch.Tensor, masks: torch.Tensor, eps: float, model: Model):
+    """``(A, fphi, G)`` for checked inputs (see :func:`fit_affine`)."""
+    if not eps > 0:
+        raise ValueError(f"eps: expected a positive ridge, got {eps!r}")
+    g, r, _, fphi = _normal_equations(flow, masks, model)
+    return solve_motion(g, r, eps), fphi, g
+
+
+def _blend(params: torch.Tensor, masks: torch.Tensor, model: Model) -> torch.Tensor:
+    """``sum_l m_lu A_l phi_u`` via per-pixel blended coefficients: ``(B, 2, H, W)``."""
+    b, num_l, h, w = masks.shape
+    k = params.shape[-1]
+    phi = basis_products(h, w, model, masks.dtype, masks.device)[0]
+    coeff = torch.bmm(params.reshape(b, num_l, 2 * k).transpose(1, 2),
+                      masks.reshape(b, num_l, h * w))  # (B, 2K, N): each pixel's own 2 x K map
+    return (coeff.reshape(b, 2, k, h * w) * phi).sum(2).reshape(b, 2, h, w)
+
+
+def affine_reconstruction(flow: torch.Tensor, masks: torch.Tensor, eps: float = DEFAULT_EPS,
+                          model: Model = "affine") -> torch.Tensor:
+    """The flow rebuilt from the segments' motion models: ``(B, 2, H, W)``.
+
+    ``recon(u) = sum_l m_lu A_l phi_u`` with ``A = fit_affine(flow, masks, eps, model)``
+    (the paper's fig. 1b: one affine map per region, recombined by the soft masks).
+    """
+    masks, flow = check_inputs(masks, flow)
+    return _blend(_fit(flow, masks, eps, model)[0], masks, model)
+
+
+def segment_squared_residuals(params: torch.Tensor, flow: torch.Tensor, model: Model = "affine",
+                              fphi: torch.Tensor | None = None, offset: float = 0.0
+                              ) -> torch.Tensor:
+    """``|f_u - A_l phi_u|^2 (+ offset)`` for every segment and pixel: ``(B, L, H*W)``.
+
+    Expanded as ``|f_u|^2 - 2 <A_l, f_u phi_u^T> + phi_u^T A_l^T A_l phi_u``: two batched
+    matrix products (accumulated in place by ``baddbmm``) of small per-segment coefficients
+    (``-2 A_l`` and the distinct entries of ``A_l^T A_l``) with per-pixel products that do not
+    depend on the segment (``f_c phi_k``, already needed by the fit, and ``phi_j phi_k``, cached
+    per image size). Nothing of size ``(B, L, 2, N)`` is formed, which makes the per-segment
+    loss about as cheap as the blended one. The expanded form can come out slightly negative,
+    and loses a little precision, when a residual is tiny next to the flow (~1e-5 px^2 for
+    20 px flow in float32; use float64 where that matters).
+
+    Args:
+        params: ``(B, L, 2, K)``. flow: ``(B, 2, H, W)``.
+        fphi: the ``(B, 2K, N)`` products ``f_c phi_k`` if already computed.
+        offset: a constant added for free (Charbonnier's ``delta^2``).
+    """
+    b, num_l, _, k = params.shape
+    h, w = flow.shape[-2:]
+    n = h * w
+    phi, products, rows, cols = basis_products(h, w, model, flow.dtype, flow.device)
+    if fphi is None:
+        fphi = (flow.reshape(b, 2, 1, n) * phi).reshape(b, 2 * k, n)
+    ff = flow.reshape(b, 2, n).pow(2).sum(1, keepdim=True) + offset  # (B, 1, N)
+    sq = torch.baddbmm(ff, params.reshape(b, num_l, 2 * k), fphi, alpha=-2.0)
+    ata = params.transpose(-1, -2) @ params  # (B, L, K, K)
+    twice = torch.where(rows == cols, 1.0, 2.0).to(params.dtype)
+    return torch.baddbmm(sq, ata[..., rows, cols] * twice, products.expand(b, -1, -1))
+
+
+def robust_penalty(sq_norm: torch.Tensor, robust: Robust = "charbonnier",
+                   delta: float = DEFAULT_DELTA) -> torch.Tensor:
+    """Penalty of a residual vector from its squared length ``|e|^2`` (pixels^2).
+
+    - ``"charbonnier"``: ``sqrt(|e|^2 + delta^2) - delta`` (0 at 0, quadratic for small errors,
+      linear for large ones: outliers such as occlusions pull less);
+    - ``"l1"``: ``|e|`` (computed as ``sqrt(|e|^2 + 1e-12)`` so its gradient exists at 0);
+    - ``"l2"``: ``|e|^2``.
+    """
+    if robust == "charbonnier":
+        if not delta > 0:
+            raise ValueError(f"delta: expected a positive number of pixels, got {delta!r}")
+        return torch.sqrt(sq_norm + delta * delta) - delta
+    if robust == "l1":
+        return torch.sqrt(sq_norm.clamp_min(0) + 1e-12)
+    if robust == "l2":
+        return sq_norm
+    raise ValueError(f"robust: expected 'charbonnier', 'l1' or 'l2', got {robust!r}")
+
+
+def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust = "charbonnier",
+                       combine: Combine = "segments", eps: float = DEFAULT_EPS,
+                       delta: float = DEFAULT_DELTA, model: Model = "affine") -> torch.Tensor:
+    """The affine motion loss: how badly each segment's best affine motion explains its flow.
+
+    Args:
+        masks: ``(B, L, H, W)`` soft segments. flow: ``(B, 2, H, W)`` pixels.
+        robust: ``"charbonnier"`` (default), ``"l1"`` or ``"l2"`` (:func:`robust_penalty`).
+        combine: how segments are combined:
+
+            - ``"segments"`` (default): ``mean_u sum_l m_lu rho(f_u - A_l phi_u)``, each pixel
+              pays the residual of every segment in proportion to its mask: the expected
+              residual when the pixel's segment is drawn from ``m_u``. A pixel shared by two
+              segments pays for both, so the loss pushes masks towards hard decisions.
+            - ``"blend"``: ``mean_u rho(f_u - sum_l m_lu A_l phi_u)``, the residual of the
+              blended reconstruction (the paper's fig. 1b). Mixing two motions can fit a third,
+              so soft, shared segments are not penalised.
+
+            Notebook 02 measures both on the same free-mask experiment; ``"segments"`` is the
+            default because it recovers the true regions there and ``"blend"`` does not.
+        eps: ridge of the fit (:func:`fit_affine`). delta: Charbonnier's delta (pixels).
+        model: ``"affine"`` or ``"quadratic"``.
+
+    Returns:
+        A scalar: the mean over pixels and batch, in pixels (``"l2"``: pixels^2).
+    """
+    masks, flow = check_inputs(masks, flow)
+    b, num_l, h, w = masks.shape
+    if combine == "blend":
+        params = _fit(flow, masks, eps, model)[0]
+        sq = (flow - _blend(params, masks, model)).pow(2).sum(1)
+        return robust_penalty(sq, robust, delta).mean()
+    if combine != "segments":
+        raise ValueError(f"combine: expected 'segments' or 'blend', got {combine!r}")
+    if robust == "charbonnier" and not delta > 0:
+        raise ValueError(f"delta: expected a positive number of pixels, got {delta!r}")
+    if robust not in ("charbonnier", "l1", "l2"):
+        raise ValueError(f"robust: expected 'charbonnier', 'l1' or 'l2', got {robust!r}")
+    if not flow.requires_grad:  # the training case: a hand-written backward, fewer passes
+        with torch.no_grad():
+            params, fphi, g = _fit(flow, masks, eps, model)
+        return _SegmentsLoss.apply(masks, flow, params, fphi, g, eps, robust, delta, model)
+    params, fphi, _ = _fit(flow, masks, eps, model)
+    m = masks.reshape(-1)
+    if robust == "charbonnier":  # sqrt(|e|^2 + delta^2) - delta, with delta^2 folded in
+        root = segment_squared_residuals(params, flow, model, fphi, delta * delta).sqrt()
+        return (torch.dot(m, root.reshape(-1)) - delta * m.sum()) / (b * h * w)
+    rho = robust_penalty(segment_squared_residuals(params, flow, model, fphi), robust, delta)
+    return torch.dot(m, rho.reshape(-1)) / (b * h * w)
+
+
+def _symmetric(upper: torch.Tensor, k: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``(..., K, K)`` symmetric matrices from their upper-triangle entries ``(..., P)``."""
+    out = upper.new_zeros(*upper.shape[:-1], k, k)
+    out[..., rows, cols] = upper
+    out[..., cols, rows] = upper
+    return out
+
+
+class _SegmentsLoss(torch.autograd.Function):
+    """``mean_u sum_l m_lu rho(|f_u - A_l(m) phi_u|^2)`` with a hand-written backward w.r.t. m.
+
+    ``A_l = R_l S_l^-1`` (``S = G + eps I``) depends on the masks through the normal equations.
+    With ``Lambda_l = dL/dA_l``, ``Gamma_l = Lambda_l S_l^-1`` and
+    ``H_l = -sym(A_l^T Gamma_l)``, the gradient is, per pixel,
+
+    ``dL/dm_lu = rho_lu / (B N) + (1/N) <Gamma_l, f_u phi_u^T> + (1/N) phi_u^T H_l phi_u``:
+
+    again small per-segment coefficients times the per-pixel products the forward pass already
+    built, accumulated in place by matrix products. Autograd reaches the same numbers with
+    several more passes (and copies) over ``(B, L, N)`` tensors. Used when the flow needs no
+    gradient; ``tests/test_losses.py`` checks it against autograd and by ``gradcheck``.
+    """
+
+    @staticmethod
+    def forward(ctx, masks, flow, params, fphi, g, eps, robust, delta, model):
+        b, num_l, h, w = masks.shape
+        n = h * w
+        k = params.shape[-1]
+        _, products, rows, cols = basis_products(h, w, model, masks.dtype, masks.device)
+        twice = torch.where(rows == cols, 1.0, 2.0).to(masks.dtype)
+        # |e|^2 = -2 <A, f phi^T> + phi^T A^T A phi + |f|^2 (+ delta^2), built in place
+        sq = torch.bmm(params.reshape(b, num_l, 2 * k) * -2.0, fphi)
+        quad = ((params.transpose(-1, -2) @ params)[..., rows, cols] * twice)
+        sq.view(b * num_l, n).addmm_(quad.reshape(b * num_l, -1), products)
+        offset = delta * delta if robust == "charbonnier" else 0.0
+        sq.add_(flow.reshape(b, 2, n).pow(2).sum(1, keepdim=True).add_(offset))
+        m = masks.reshape(b, num_l, n)
+        if robust == "l2":
+            value = torch.dot(m.reshape(-1), sq.reshape(-1))
+        else:  # charbonnier: sqrt(sq) - delta; l1: sqrt(max(sq, 0) + 1e-12)
+            sq = sq.sqrt_() if robust == "charbonnier" else sq.clamp_min_(0).add_(1e-12).sqrt_()
+            value = torch.dot(m.reshape(-1), sq.reshape(-1))
+            if robust == "charbonnier":
+                value = value - delta * m.sum()
+        ctx.save_for_backward(m, params, fphi, sq, g)  # sq now holds |e|^2, or the root
+        ctx.shape, ctx.eps, ctx.model, ctx.robust, ctx.delta = masks.shape, eps, model, robust, delta
+        return value / (b * n)
+
+    @staticmethod
+    def backward(ctx, grad):
+        m, params, fphi, val, g = ctx.saved_tensors
+        b, num_l, h, w = ctx.shape
+        n = h * w
+        k = params.shape[-1]
+        _, products, rows, cols = basis_products(h, w, ctx.model, m.dtype, m.device)
+        c = grad / (b * n)
+        # dL/d(|e|^2) per pixel and segment
+        wts = m * c if ctx.robust == "l2" else torch.div(m, val).mul_(0.5 * c)
+        # Lambda = dL/dA = 2 (A W_G - W_R): weighted statistics with weights wts
+        w_r = torch.bmm(wts, fphi.transpose(1, 2)).reshape(b, num_l, 2, k)
+        w_g = _symmetric((wts.view(b * num_l, n) @ products.T).reshape(b, num_l, -1), k, rows, cols)
+        lam = 2 * (params @ w_g - w_r)
+        s_mat = g + ctx.eps * torch.eye(k, dtype=m.dtype, device=m.device)
+        gamma = torch.linalg.solve(s_mat, lam.transpose(-1, -2)).transpose(-1, -2)  # Lambda S^-1
+        hmat = params.transpose(-1, -2) @ gamma
+        hmat = -(hmat + hmat.transpose(-1, -2)) / 2
+        twice = torch.where(rows == cols, 1.0, 2.0).to(m.dtype)
+        # rho * c, then the two terms through the fit, accumulated in place
+        if ctx.robust == "charbonnier":
+            grad_m = torch.sub(val, ctx.delta).mul_(c)
+        else:
+            grad_m = val * c
+        grad_m.baddbmm_(gamma.reshape(b, num_l, 2 * k), fphi, alpha=1 / n)
+        grad_m.view(b * num_l, n).addmm_((hmat[..., rows, cols] * twice).reshape(b * num_l, -1),
+                                         products, alpha=1 / n)
+        return grad_m.reshape(b, num_l, h, w), None, None, None, None, None, None, None, None
+
+
+def soft_histogram(masks: torch.Tensor, values: torch.Tensor, bins: int,
+                   max_value: torch.Tensor) -> torch.Tensor:
+    """Per-segment soft histograms of a per-pixel value: ``(B, L, bins)``.
+
+    Bin centres are ``0, d, 2d, ..., max_value`` (``d = max_value / (bins - 1)``); a pixel with
+    value ``v`` between centres ``k`` and ``k + 1`` adds ``m_lu (1 - t)`` to bin ``k`` and
+    ``m_lu t`` to bin ``k + 1``, ``t`` the fractional position (a linear, triangular kernel):
+    the histogram is the masks times a sparse bin-weight matrix with two entries per pixel, so
+    it is differentiable w.r.t. the masks and (through ``t``) the values.
+
+    Args:
+        masks: ``(B, L, H, W)``. values: ``(B, H, W)`` non-negative.
+        max_value: ``(B,)`` value of the last bin centre (larger values go to the last bin).
+    """
+    b, num_l, h, w = masks.shape
+    pos = values.reshape(b, 1, h * w) / max_value.reshape(b, 1, 1) * (bins - 1)
+    pos = pos.clamp(0, bins - 1)
+    k0 = pos.detach().floor().clamp(max=bins - 2)
+    t = pos - k0  # in [0, 1]; gradient flows through the values
+    k0 = k0.long().expand(b, num_l, h * w)
+    m = masks.reshape(b, num_l, h * w)
+    hist = masks.new_zeros(b, num_l, bins)
+    hist = hist.scatter_add(2, k0, m * (1 - t)).scatter_add(2, k0 + 1, m * t)
+    return hist
+
+
+def entropy_motion_loss(masks: torch.Tensor, flow: torch.Tensor, bins: int = 32,
+                        max_magnitude: float | None = None) -> torch.Tensor:
+    """The low-entropy motion loss: entropy of each segment's histogram of flow magnitude.
+
+    ``loss = sum_l pi_l H(h_l)`` with ``h_l`` the soft histogram of ``|f_u|`` weighted by
+    ``m_lu`` (:func:`soft_histogram`), ``H`` its entropy in nats after normalising it to sum 1,
+    and ``pi_l = mean_u m_lu`` the segment's share of the pixels: the conditional entropy of the
+    speed given the segment. A segment holding one object moving at one speed has a peaked,
+    low-entropy histogram; one straddling objects with different speeds does not.
+
+    Args:
+        masks: ``(B, L, H, W)``. flow: ``(B, 2, H, W)`` pixels.
+        bins: number of histogram bins (>= 2).
+        max_magnitude: speed of the last bin (pixels); ``None``: each image's largest speed.
+
+    Returns:
+        A scalar: the batch mean, in nats (between 0 and ``log(bins)``).
+    """
+    masks, flow = check_inputs(masks, flow)
+    if not isinstance(bins, int) or bins < 2:
+        raise ValueError(f"bins: expected an int >= 2, got {bins!r}")
+    speed = torch.sqrt(flow.pow(2).sum(1) + 1e-12)  # (B, H, W); finite gradient at 0
+    if max_magnitude is None:
+        top = speed.flatten(1).amax(1).clamp_min(1e-6)
+    elif max_magnitude > 0:
+        top = speed.new_full((speed.shape[0],), float(max_magnitude))
+    else:
+        raise ValueError(f"max_magnitude: expected a positive speed or None, got {max_magnitude!r}")
+    hist = soft_histogram(masks, speed, bins, top)
+    mass = hist.sum(-1)  # (B, L) = sum_u m_lu
+    p = hist / mass.clamp_min(1e-12).unsqueeze(-1)
+    entropy = -(p * torch.log(p + 1e-12)).sum(-1)
+    n = masks.shape[-2] * masks.shape[-1]
+    return (mass / n * entropy).sum(-1).mean()
+
+
+def marginal_likelihood_loss(masks: torch.Tensor, flow: torch.Tensor, sigma: float = 1.0,
+                             prior_std: float = 10.0, model: Model = "affine") -> torch.Tensor:
+    """Negative log evidence of eq. (1) per pixel: motion parameters integrated out.
+
+    ``-log p(f | m) / (H W)`` averaged over the batch, with :func:`s3lib.grouping.log_evidence`
+    (Gaussian noise ``sigma`` pixels, Gaussian prior ``prior_std`` on the affine parameters).
+    """
+    masks, flow = check_inputs(masks, flow)
+    n = masks.shape[-2] * masks.shape[-1]
+    return -log_evidence(masks, flow, sigma, prior_std, model).mean() / n
+
+
+__all__ = ["fit_affine", "affine_reconstruction", "affine_motion_loss", "entropy_motion_loss",
+           "marginal_likelihood_loss", "robust_penalty", "soft_histogram"]
