@@ -1,10 +1,4 @@
-"""Widget builders of the notebooks: each returns the widget and its parts.
-
-The callbacks are plain methods, so pytest can set a control's value and check what the
-observer updated, and a notebook cell after the widget can call the same method at fixed values
-(its output is then checked by nbval). The widgets are also driven in a real browser by
-``tests/test_browser.py``.
-"""
+"""The flow explorer of ``notebooks/00_overview.ipynb``: frame pairs, gap, flow method."""
 
 from __future__ import annotations
 
@@ -12,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .flow import estimate_flow, max_magnitude, warp_error
+from ..flow import estimate_flow, max_magnitude, warp_error
 
 
 @dataclass
@@ -48,7 +42,7 @@ def render_flow_pair(frames: np.ndarray, t: int, gap: int = 1, method: str = "di
     """
     import matplotlib.pyplot as plt
 
-    from .viz import figure_to_png, show_flow, show_image
+    from ..viz import figure_to_png, show_flow, show_image
 
     if not 0 <= t < len(frames) - gap:
         raise ValueError(f"t: expected 0 <= t < {len(frames) - gap} for {len(frames)} frames "

@@ -1,0 +1,13 @@
+"""Widget builders of the notebooks, one module per notebook; each returns the widget and its parts.
+
+The callbacks are plain methods, so pytest can set a control's value and check what the
+observer updated, and a notebook cell after the widget can call the same method at fixed values
+(its output is then checked by nbval). The widgets are also driven in a real browser by
+``tests/test_browser.py``.
+
+- :func:`flow_explorer` (``00_overview``): frame pairs, gap and flow method of a clip.
+"""
+
+from .overview import FlowExplorer, FlowPairView, flow_explorer, render_flow_pair
+
+__all__ = ["FlowExplorer", "FlowPairView", "flow_explorer", "render_flow_pair"]
