@@ -149,6 +149,24 @@ def predict(params: torch.Tensor, height: int, width: int, model: Model = "affin
     return torch.einsum("blck,khw->blchw", params, phi)
 
 
+def fit_motion(masks: torch.Tensor, flow: torch.Tensor, residual: Residual = "gaussian",
+               model: Model = "affine", ridge: float = 1e-6, irls_iterations: int = 20
+               ) -> torch.Tensor:
+    """The maximising parameters of eq. (2) for each region: ``(B, L, 2, K)``.
+
+    ``"gaussian"``: weighted least squares; ``"laplace"``: weighted least absolute deviations
+    (each flow component separately), by ``irls_iterations`` rounds of iteratively reweighted
+    least squares (weights ``m / |residual|``).
+    """
+    masks, flow = check_inputs(masks, flow)
+    if residual == "gaussian":
+        g, r, _ = weighted_normal_equations(flow, masks, model)
+        return solve_motion(g, r, ridge)
+    if residual == "laplace":
+        return _laplace_fit(flow, masks, model, ridge, irls_iterations)
+    raise ValueError(f"residual: expected 'gaussian' or 'laplace', got {residual!r}")
+
+
 def _laplace_fit(flow, masks, model, ridge, iterations):
     """Weighted least absolute deviations per region and component, by IRLS."""
     b, num_l, h, w = masks.shape
@@ -187,17 +205,13 @@ def max_log_likelihood(masks: torch.Tensor, flow: torch.Tensor, residual: Residu
     if not scale > 0:
         raise ValueError(f"scale: expected a positive noise scale in pixels, got {scale!r}")
     b, num_l, h, w = masks.shape
+    params = fit_motion(masks, flow, residual, model, ridge, irls_iterations)
     if residual == "gaussian":
-        g, r, _ = weighted_normal_equations(flow, masks, model)
-        params = solve_motion(g, r, ridge)
         sq = (flow[:, None] - predict(params, h, w, model)).pow(2).sum(2)
         logp = -sq / (2 * scale**2) - math.log(2 * math.pi * scale**2)
-    elif residual == "laplace":
-        params = _laplace_fit(flow, masks, model, ridge, irls_iterations)
+    else:
         ab = (flow[:, None] - predict(params, h, w, model)).abs().sum(2)
         logp = -ab / scale - 2 * math.log(2 * scale)
-    else:
-        raise ValueError(f"residual: expected 'gaussian' or 'laplace', got {residual!r}")
     terms = (masks * logp).sum((-2, -1))
     return terms if per_region else terms.sum(-1)
 

@@ -1,11 +1,9 @@
 """Notebooks in a real browser: JupyterLab + headless Debian chromium, driven by Playwright.
 
 Each notebook is run top to bottom in quick mode (``S3_QUICK=1``); then its widget controls are
-moved and the test checks that the picture and the text below it changed. A second run with the
+moved and the test checks that the picture and the text below it changed. A run with a
 widget's callback broken on purpose checks that the test can fail.
 """
-
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +12,14 @@ from conftest import REPO
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = REPO / "tests" / "_artifacts"
+
+# notebook -> (label text the checked cells leave on screen, [(slider, value, new label text)])
+CASES = {
+    "00_overview.ipynb": ("frames 40 -> 44", [("first frame", 20, "frames 20 -> 24"),
+                                              ("gap", 2, "frames 20 -> 22")]),
+    "01_grouping_model.ipynb": ("boundary at column 28", [("boundary column", 20,
+                                                           "boundary at column 20")]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,34 +30,42 @@ def lab(tmp_path_factory):
         yield server
 
 
-def _run_overview(lab, name: str, inject=None, change_timeout: float = 60) -> None:
+def run_and_move(lab, notebook: str, name: str, inject=None, change_timeout: float = 60) -> None:
+    """Run ``notebook`` in JupyterLab, then move each slider of ``CASES[notebook]`` in turn."""
+    initial, moves = CASES[notebook]
     sub = lab.root / name
     sub.mkdir()
-    stripped_copy(REPO / "notebooks" / "00_overview.ipynb", sub, inject)
+    stripped_copy(REPO / "notebooks" / notebook, sub, inject)
     with lab_page(lab, ARTIFACTS, name) as page:
-        nb = NotebookPage(page, lab, f"{name}/00_overview.ipynb", workspace=name)
+        nb = NotebookPage(page, lab, f"{name}/{notebook}", workspace=name)
         nb.open()
         nb.wait_kernel_ready()
         nb.run_all()
         page.locator(".widget-image").first.wait_for(state="visible")
-        before = nb.widget_state()
-        assert before["images"] and before["images"][0], "the flow explorer shows no picture"
-        # the checked cell after the widget left it at frames 40 -> 44, Farneback
-        assert any(t.startswith("frames 40 -> 44") for t in before["labels"]), before["labels"]
-        nb.set_slider("first frame", 20)
-        after = nb.wait_widget_change(before, change_timeout)
-        assert any(t.startswith("frames 20 -> 24") for t in after["labels"]), after["labels"]
-        nb.set_slider("gap", 2)
-        after_gap = nb.wait_widget_change(after, change_timeout)
-        assert any(t.startswith("frames 20 -> 22") for t in after_gap["labels"])
+        state = nb.widget_state()
+        assert state["images"] and state["images"][0], "the widget shows no picture"
+        assert any(t.startswith(initial) for t in state["labels"]), state["labels"]
+        for slider, value, expected in moves:
+            nb.set_slider(slider, value)
+            state = nb.wait_widget_change(state, change_timeout)
+            assert any(t.startswith(expected) for t in state["labels"]), state["labels"]
 
 
-def test_overview_widget_updates_in_the_browser(lab):
-    _run_overview(lab, "ok")
+@pytest.mark.parametrize("notebook", sorted(CASES))
+def test_widgets_update_in_the_browser(lab, notebook):
+    run_and_move(lab, notebook, notebook.split("_")[0])
 
 
 def test_browser_test_fails_when_the_callback_is_broken(lab):
     sabotage = ("import s3lib.widgets as _w\n"
                 "_w.FlowExplorer._on_change = lambda self, change: None  # broken on purpose")
     with pytest.raises(AssertionError, match="did not change"):
-        _run_overview(lab, "broken", [sabotage], change_timeout=15)
+        run_and_move(lab, "00_overview.ipynb", "broken", [sabotage], change_timeout=15)
+
+
+def test_every_notebook_has_a_browser_case():
+    notebooks = {p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    covered = set(CASES) | {p.name.replace("test_browser_", "").replace(".py", "")
+                            for p in (REPO / "tests").glob("test_browser_*.py")}
+    missing = [nb for nb in notebooks if nb not in CASES and nb[:2] not in covered]
+    assert not missing, f"notebooks without a browser test: {missing}"

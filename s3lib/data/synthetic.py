@@ -121,3 +121,25 @@ def add_flow_noise(flow: torch.Tensor, level: float, seed: int = 0,
     wild = (torch.rand(1, 2, h, w, generator=gen, dtype=torch.float64) * 2 - 1) * (3 * level + 1)
     x = torch.where(bad, wild, x)
     return x[0].to(flow.dtype)
+
+
+def relabel(labels: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """A segmentation of the same image with ``num_segments`` labels, made from ``labels``.
+
+    Fewer segments than regions: the highest labels are merged into label 0 (the background);
+    more: the largest segment is split in two at its median column, repeatedly. Used to score
+    under- and over-segmentations against the true one (notebook 01).
+    """
+    if num_segments < 1:
+        raise ValueError(f"num_segments: expected >= 1, got {num_segments}")
+    out = labels.clone()
+    present = int(out.max()) + 1
+    if num_segments < present:
+        out[out >= num_segments] = 0
+    for new in range(present, num_segments):
+        counts = torch.bincount(out.flatten(), minlength=new)
+        big = int(counts.argmax())
+        cols = torch.nonzero(out == big)[:, 1]
+        cut = int(cols.float().median())
+        out[(out == big) & (torch.arange(out.shape[1]) > cut)] = new
+    return out

@@ -6,8 +6,11 @@ observer updated, and a notebook cell after the widget can call the same method 
 ``tests/test_browser.py``.
 
 - :func:`flow_explorer` (``00_overview``): frame pairs, gap and flow method of a clip.
+- :func:`boundary_explorer` (``01_grouping_model``): a region boundary scored by eq. (1)-(2).
 """
 
+from .grouping import BoundaryExplorer, boundary_explorer
 from .overview import FlowExplorer, FlowPairView, flow_explorer, render_flow_pair
 
-__all__ = ["FlowExplorer", "FlowPairView", "flow_explorer", "render_flow_pair"]
+__all__ = ["BoundaryExplorer", "FlowExplorer", "FlowPairView", "boundary_explorer",
+           "flow_explorer", "render_flow_pair"]

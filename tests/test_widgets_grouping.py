@@ -1,0 +1,67 @@
+"""The boundary explorer of notebook 01, without a browser."""
+
+import numpy as np
+import pytest
+import torch
+
+from s3lib.grouping import log_evidence, max_log_likelihood
+from s3lib.widgets.grouping import (boundary_explorer, boundary_masks, scan_boundaries,
+                                    two_motion_flow)
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    return boundary_explorer(size=24, true_boundary=14)
+
+
+def test_moving_the_boundary_redraws_and_reports_the_scores(explorer):
+    before_png, before = explorer.image.value, explorer.info.value
+    explorer.boundary.value = 14
+    assert explorer.image.value != before_png and explorer.info.value != before
+    assert explorer.info.value.startswith("boundary at column 14 (true: 14)")
+    # the numbers shown are the scores of that split, computed here independently
+    flow = two_motion_flow(24, 14, explorer.noise.value)[None]
+    masks = boundary_masks(24, [14], 0.0)
+    ll = max_log_likelihood(masks, flow, scale=explorer.sigma).item() / 24**2
+    ev = log_evidence(masks, flow, sigma=explorer.sigma, prior_std=5.0).item() / 24**2
+    assert f"max log-likelihood {ll:.3f}" in explorer.info.value
+    assert f"log evidence {ev:.3f}" in explorer.info.value
+
+
+def test_noise_and_softness_rescore(explorer):
+    explorer.show(14, softness=0.0, noise=0.3)
+    sharp = explorer.scan.evidence.copy()
+    explorer.softness.value = 3.0
+    assert not np.allclose(explorer.scan.evidence, sharp)
+    assert "softness 3.0 px" in explorer.info.value
+    explorer.noise.value = 1.0
+    assert "noise 1.0 px" in explorer.info.value
+
+
+def test_the_true_boundary_scores_best_with_little_noise():
+    scan = scan_boundaries(two_motion_flow(24, 14, 0.1), softness=0.0)
+    assert scan.positions[scan.max_loglik.argmax()] == 14
+    assert scan.positions[scan.evidence.argmax()] == 14
+
+
+def test_soft_masks_sum_to_one_and_hard_ones_split_at_the_column():
+    m = boundary_masks(10, [4, 6], 2.0)
+    assert torch.allclose(m.sum(1), torch.ones(2, 10, 10, dtype=torch.float64))
+    hard = boundary_masks(10, [4], 0.0)[0]
+    assert hard[1, :, :4].sum() == 0 and hard[1, :, 4:].min() == 1
+
+
+def test_a_broken_observer_changes_nothing(monkeypatch):
+    from s3lib.widgets.grouping import BoundaryExplorer
+
+    monkeypatch.setattr(BoundaryExplorer, "_on_change", lambda self, change: None)
+    e = boundary_explorer(size=16, true_boundary=8)
+    before = e.info.value
+    e.boundary.value = 9
+    assert e.info.value == before
+
+
+@pytest.mark.parametrize("kwargs", [{"size": 4}, {"size": 16, "true_boundary": 16}])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        boundary_explorer(**kwargs)
