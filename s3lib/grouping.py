@@ -78,7 +78,8 @@ def check_inputs(masks: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor,
     if not (masks.is_floating_point() and flow.is_floating_point()):
         raise ValueError(f"masks and flow: expected floating point, got {masks.dtype} and "
                          f"{flow.dtype}")
-    if not torch.isfinite(flow.detach().sum()):  # one pass: any NaN/inf makes the sum non-finite
+    # one pass: any NaN/inf makes the sum non-finite (summed in float64: no overflow of fp16)
+    if not torch.isfinite(flow.detach().sum(dtype=torch.float64)):
         raise ValueError("flow: contains NaN or inf; give invalid pixels zero flow and zero "
                          "mask weight instead")
     dtype = torch.promote_types(masks.dtype, flow.dtype)

@@ -39,7 +39,8 @@ def ref_basis(h: int, w: int, model: str = "affine") -> np.ndarray:
         for col in range(w):
             x = (col - (w - 1) / 2.0) / s
             y = (row - (h - 1) / 2.0) / s
-            out[:, row, col] = [x, y, 1.0] if model == "affine" else [x, y, 1.0, x * x, x * y, y * y]
+            quad = [x * x, x * y, y * y] if model == "quadratic" else []
+            out[:, row, col] = [x, y, 1.0] + quad
     return out
 
 
