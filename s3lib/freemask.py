@@ -25,6 +25,7 @@ class FreeMaskResult:
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     mious: list[float] = field(default_factory=list)
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def labels(self) -> torch.Tensor:
@@ -35,7 +36,8 @@ class FreeMaskResult:
 def segment_flow(flow: torch.Tensor, num_segments: int, loss_fn: LossFn, steps: int = 300,
                  lr: float = 0.1, seed: int = 0, init_scale: float = 0.1,
                  labels: torch.Tensor | None = None, record_every: int = 10,
-                 progress: bool = False, restarts: int = 1, stride: int = 1) -> FreeMaskResult:
+                 progress: bool = False, restarts: int = 1, stride: int = 1,
+                 snapshots: tuple[int, ...] = ()) -> FreeMaskResult:
     """Minimise ``loss_fn(softmax(logits), flow)`` over free logits ``(1, L, H, W)`` with Adam.
 
     Args:
@@ -50,6 +52,7 @@ def segment_flow(flow: torch.Tensor, num_segments: int, loss_fn: LossFn, steps: 
         stride: keep the logits at ``1/stride`` of the resolution and upsample them bilinearly:
             smooth masks, a stand-in for the spatial prior a network brings (``1``: one free
             logit per pixel and segment).
+        snapshots: steps at which to keep a copy of the masks (``result.snapshots[step]``).
         restarts: run this many random initialisations (seeds ``seed, seed + 1, ...``) and keep
             the one with the lowest final loss: model selection by the loss alone, no labels.
 
@@ -60,7 +63,8 @@ def segment_flow(flow: torch.Tensor, num_segments: int, loss_fn: LossFn, steps: 
         raise ValueError(f"restarts: expected >= 1, got {restarts}")
     if restarts > 1:
         runs = [segment_flow(flow, num_segments, loss_fn, steps, lr, seed + i, init_scale, labels,
-                             record_every, progress, 1, stride) for i in range(restarts)]
+                             record_every, progress, 1, stride, snapshots)
+                for i in range(restarts)]
         return min(runs, key=lambda r: r.losses[-1])
     if flow.ndim != 3 or flow.shape[0] != 2:
         raise ValueError(f"flow: expected (2, H, W), got shape {tuple(flow.shape)}")
@@ -90,6 +94,8 @@ def segment_flow(flow: torch.Tensor, num_segments: int, loss_fn: LossFn, steps: 
     for step in bar:
         masks = masks_of(logits)
         loss = loss_fn(masks, flow[None])
+        if step in snapshots:
+            result.snapshots[step] = masks.detach()[0].clone()
         if step % record_every == 0 or step == steps:
             result.steps.append(step)
             result.losses.append(float(loss.detach()))

@@ -14,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_THREADS = 2
+DEFAULT_THREADS = 1
 """Torch/OpenCV thread count used everywhere. A different count changes how reductions are
 split and so the last digits of a loss; fixing it makes a 2-core laptop and a 64-core server
-print the same numbers."""
+print the same numbers. One thread, because the course's tensors are small: with two threads,
+a machine whose other core is busy made each small matrix product wait for a descheduled
+thread (0.6 ms -> 130 ms per loss evaluation, measured here). Training commands may ask for
+more (``reproducible(seed, threads=N)``)."""
 
 
 @dataclass(frozen=True)

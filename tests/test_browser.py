@@ -19,6 +19,8 @@ CASES = {
                                               ("gap", 2, "frames 20 -> 22")]),
     "01_grouping_model.ipynb": ("boundary at column 28", [("boundary column", 20,
                                                            "boundary at column 20")]),
+    "02_affine_motion_loss.ipynb": ("L=3, charbonnier, noise 0.5", [("segments L", 2,
+                                                                     "L=2, charbonnier")]),
 }
 
 

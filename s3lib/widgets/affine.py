@@ -73,7 +73,7 @@ class FreeMaskExplorer:
         key = (self.segments.value, self.robust.value, round(self.noise.value, 2))
         if key not in self._cache:
             result, labels = run_free_masks(self.size, key[0], key[1], key[2], self.steps,
-                                            self.seed)
+                                            self.seed, stride=4, restarts=2)
             self._cache[key] = (result, labels, self._draw(result, labels, key))
         self.last, labels, png = self._cache[key]
         self.image.value = png
