@@ -12,6 +12,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/browser.py, the browser harness
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread per test, as s3lib.setup.reproducible sets: the tensors are small, and
+    on a loaded 2-core machine two threads' spin-waits made small products 100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def moving_texture_frames() -> np.ndarray:
     """``(8, 48, 64, 3)`` uint8 frames of a smooth texture moving right by ``t`` px at step t.

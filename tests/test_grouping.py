@@ -15,35 +15,13 @@ import torch
 from scipy.optimize import linprog
 from scipy.special import logsumexp
 
+from references import ref_basis
 from s3lib import grouping
 from s3lib.grouping import (check_inputs, homogeneous_coordinates, log_evidence,
                             max_log_likelihood)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tensors here are tiny: intra-op threads only add overhead, and on a loaded 2-core
-    machine their spin-waits made gradcheck 10-30x slower. Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- references
-def ref_basis(h: int, w: int, model: str = "affine") -> np.ndarray:
-    """(K, H, W) float64 basis from the documented formula, pixel by pixel."""
-    s = max(h, w) / 2.0
-    out = np.zeros((3 if model == "affine" else 6, h, w))
-    for row in range(h):
-        for col in range(w):
-            x = (col - (w - 1) / 2.0) / s
-            y = (row - (h - 1) / 2.0) / s
-            quad = [x * x, x * y, y * y] if model == "quadratic" else []
-            out[:, row, col] = [x, y, 1.0] + quad
-    return out
-
-
 def ref_wls(phi: np.ndarray, f: np.ndarray, m: np.ndarray) -> np.ndarray:
     """argmin_a sum_u m_u (f_u - a . phi_u)^2 by lstsq on sqrt(m)-scaled rows. phi (K, N)."""
     sw = np.sqrt(m)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from references import ref_basis
 from s3lib.losses import (affine_motion_loss, affine_reconstruction, entropy_motion_loss,
                           fit_affine, marginal_likelihood_loss, soft_histogram)
 
@@ -23,30 +24,7 @@ COMBINE = ["segments", "blend"]
 MODELS = ["affine", "quadratic"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tensors here are tiny: intra-op threads only add overhead, and on a loaded 2-core
-    machine their spin-waits made gradcheck 10-30x slower. Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- references
-def ref_basis(h: int, w: int, model: str = "affine") -> np.ndarray:
-    """(K, H, W) float64 basis written from the documented formula."""
-    s = max(h, w) / 2.0
-    out = np.zeros((3 if model == "affine" else 6, h, w))
-    for row in range(h):
-        for col in range(w):
-            x = (col - (w - 1) / 2.0) / s
-            y = (row - (h - 1) / 2.0) / s
-            vals = [x, y, 1.0] if model == "affine" else [x, y, 1.0, x * x, x * y, y * y]
-            out[:, row, col] = vals
-    return out
-
-
 def ref_fit(flow: np.ndarray, masks: np.ndarray, eps: float, model: str) -> np.ndarray:
     """Per-(b, l) weighted normal equations, float64 loops: (B, L, 2, K)."""
     b, num_l, h, w = masks.shape

@@ -30,12 +30,13 @@ def test_same_seed_same_draws_and_different_seed_differs():
 def test_threads_and_deterministic_flags_are_set():
     old = torch.get_num_threads()
     try:
-        rec = reproducible(0, threads=1)
-        assert torch.get_num_threads() == 1 and rec.threads == 1
+        rec = reproducible(0, threads=2)
+        assert torch.get_num_threads() == 2 and rec.threads == 2
         assert torch.are_deterministic_algorithms_enabled()
         import cv2
 
-        assert cv2.getNumThreads() == 1
+        assert cv2.getNumThreads() == 2
+        assert reproducible(0).threads == torch.get_num_threads() == 1  # the course default
     finally:
         torch.set_num_threads(old)
 
