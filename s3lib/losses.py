@@ -314,15 +314,45 @@ def soft_histogram(masks: torch.Tensor, values: torch.Tensor, bins: int,
     return hist
 
 
+def speed_histograms(masks: torch.Tensor, flow: torch.Tensor, bins: int = 32,
+                     max_magnitude: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-segment soft histograms of flow speed, as the entropy loss builds them.
+
+    Returns ``(hist, top)``: ``hist`` ``(B, L, bins)`` (bin ``k`` centred at ``k top / (bins-1)``,
+    unnormalised: each segment's histogram sums to its mask mass) and ``top`` ``(B,)``, the
+    speed of the last bin centre (``max_magnitude``, or each image's largest speed).
+    """
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
+        raise ValueError(f"bins: expected an int >= 2, got {bins!r}")
+    speed = torch.sqrt(flow.pow(2).sum(1) + 1e-12)  # (B, H, W); finite gradient at 0
+    if max_magnitude is None:
+        top = speed.flatten(1).amax(1).clamp_min(1e-6)
+    elif max_magnitude > 0:
+        top = speed.new_full((speed.shape[0],), float(max_magnitude))
+    else:
+        raise ValueError(f"max_magnitude: expected a positive speed or None, got {max_magnitude!r}")
+    return soft_histogram(masks, speed, bins, top), top
+
+
+def histogram_entropy(hist: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each histogram after normalising it to sum 1: ``(..., bins) -> (...)``.
+
+    An empty histogram has entropy 0.
+    """
+    p = hist / hist.sum(-1, keepdim=True).clamp_min(1e-12)
+    return -(p * torch.log(p + 1e-12)).sum(-1)
+
+
 def entropy_motion_loss(masks: torch.Tensor, flow: torch.Tensor, bins: int = 32,
                         max_magnitude: float | None = None) -> torch.Tensor:
     """The low-entropy motion loss: entropy of each segment's histogram of flow magnitude.
 
     ``loss = sum_l pi_l H(h_l)`` with ``h_l`` the soft histogram of ``|f_u|`` weighted by
-    ``m_lu`` (:func:`soft_histogram`), ``H`` its entropy in nats after normalising it to sum 1,
-    and ``pi_l = mean_u m_lu`` the segment's share of the pixels: the conditional entropy of the
-    speed given the segment. A segment holding one object moving at one speed has a peaked,
-    low-entropy histogram; one straddling objects with different speeds does not.
+    ``m_lu`` (:func:`speed_histograms`), ``H`` its entropy in nats after normalising it to
+    sum 1 (:func:`histogram_entropy`), and ``pi_l = mean_u m_lu`` the segment's share of the
+    pixels: the conditional entropy of the speed given the segment. A segment holding one
+    object moving at one speed has a peaked, low-entropy histogram; one straddling objects with
+    different speeds does not.
 
     Args:
         masks: ``(B, L, H, W)``. flow: ``(B, 2, H, W)`` pixels.
@@ -333,21 +363,9 @@ def entropy_motion_loss(masks: torch.Tensor, flow: torch.Tensor, bins: int = 32,
         A scalar: the batch mean, in nats (between 0 and ``log(bins)``).
     """
     masks, flow = check_inputs(masks, flow)
-    if not isinstance(bins, int) or bins < 2:
-        raise ValueError(f"bins: expected an int >= 2, got {bins!r}")
-    speed = torch.sqrt(flow.pow(2).sum(1) + 1e-12)  # (B, H, W); finite gradient at 0
-    if max_magnitude is None:
-        top = speed.flatten(1).amax(1).clamp_min(1e-6)
-    elif max_magnitude > 0:
-        top = speed.new_full((speed.shape[0],), float(max_magnitude))
-    else:
-        raise ValueError(f"max_magnitude: expected a positive speed or None, got {max_magnitude!r}")
-    hist = soft_histogram(masks, speed, bins, top)
-    mass = hist.sum(-1)  # (B, L) = sum_u m_lu
-    p = hist / mass.clamp_min(1e-12).unsqueeze(-1)
-    entropy = -(p * torch.log(p + 1e-12)).sum(-1)
+    hist, _ = speed_histograms(masks, flow, bins, max_magnitude)
     n = masks.shape[-2] * masks.shape[-1]
-    return (mass / n * entropy).sum(-1).mean()
+    return (hist.sum(-1) / n * histogram_entropy(hist)).sum(-1).mean()
 
 
 def marginal_likelihood_loss(masks: torch.Tensor, flow: torch.Tensor, sigma: float = 1.0,
@@ -363,4 +381,5 @@ def marginal_likelihood_loss(masks: torch.Tensor, flow: torch.Tensor, sigma: flo
 
 
 __all__ = ["fit_affine", "affine_reconstruction", "affine_motion_loss", "entropy_motion_loss",
-           "marginal_likelihood_loss", "robust_penalty", "soft_histogram"]
+           "marginal_likelihood_loss", "robust_penalty", "soft_histogram", "speed_histograms",
+           "histogram_entropy"]

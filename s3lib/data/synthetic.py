@@ -91,8 +91,9 @@ def add_flow_noise(flow: torch.Tensor, level: float, seed: int = 0,
 
     Three kinds of error, as flow estimators make them: a smooth, spatially correlated error
     (Gaussian noise blurred over ~4 px, std ``level``), blurred motion boundaries (the field is
-    averaged over a window that grows with ``level``), and a fraction ``outliers`` of pixels
-    (scaled by ``min(level, 1)``) replaced by random vectors of up to ``3 level + 1`` px.
+    averaged over a ``2r+1`` window, ``r = round(min(level, 3))``: no blur below 0.5 px), and a
+    fraction ``outliers`` of pixels (scaled by ``min(level, 1)``) replaced by random vectors of
+    up to ``3 level + 1`` px.
     ``level = 0`` returns the flow unchanged.
     """
     if level < 0:

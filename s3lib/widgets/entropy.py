@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data.synthetic import add_flow_noise, piecewise_affine_flow
-from ..losses import entropy_motion_loss, soft_histogram
+from ..losses import entropy_motion_loss, histogram_entropy, speed_histograms
 
 MASK_KINDS = ("true", "mixed", "uniform")
 """The three segmentations the explorer compares, in display order."""
@@ -106,17 +106,15 @@ def render_entropy_view(flow: torch.Tensor, labels: torch.Tensor, bins: int, noi
     if segment is not None and not 0 <= segment < num:
         raise ValueError(f"segment: expected None or 0..{num - 1}, got {segment!r}")
     f = flow[None]
-    # the same speed and bin range as entropy_motion_loss (max_magnitude=None)
     speed = torch.sqrt(f.pow(2).sum(1) + 1e-12)
-    top = speed.flatten(1).amax(1).clamp_min(1e-6)
     n = speed.numel()
     losses, entropies, shares = {}, {}, {}
     for kind, m in masks.items():
         losses[kind] = float(entropy_motion_loss(m, f, bins=bins))
-        hist = soft_histogram(m, speed, bins, top)[0].double()  # (L, bins)
-        mass = hist.sum(-1, keepdim=True)
-        p = hist / mass.clamp_min(1e-12)
-        entropies[kind] = [float(v) for v in -(p * torch.log(p + 1e-12)).sum(-1)]
+        hist, top = speed_histograms(m, f, bins)  # exactly the loss's histograms
+        hist = hist[0].double()  # (L, bins)
+        entropies[kind] = [float(v) for v in histogram_entropy(hist)]
+        p = hist / hist.sum(-1, keepdim=True).clamp_min(1e-12)
         shares[kind] = (hist / n).numpy() if segment is None else p[segment].numpy()
     centres = np.linspace(0.0, float(top), bins)
     width = centres[1] - centres[0]
@@ -255,9 +253,9 @@ class EntropyExplorer:
         self._quiet = True  # one redraw for the changes
         try:
             if bins is not None:
-                self.bins.value = bins
+                self.bins.value = int(bins)
             if noise is not None:
-                self.noise.value = noise
+                self.noise.value = float(noise)
             if segment is not None:
                 self.segment.value = segment
         finally:
@@ -267,7 +265,8 @@ class EntropyExplorer:
 
 
 def _check_bins(bins) -> None:
-    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or not 2 <= bins <= MAX_BINS:
+    if (not isinstance(bins, (int, np.integer)) or isinstance(bins, bool)
+            or not 2 <= bins <= MAX_BINS):
         raise ValueError(f"bins: expected an int in [2, {MAX_BINS}], got {bins!r}")
 
 
