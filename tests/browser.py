@@ -249,7 +249,7 @@ class NotebookPage:
         return self.page.locator(".jp-OutputArea .widget-slider").filter(
             has=self.page.locator(".widget-label", has_text=description)).first
 
-    def set_slider(self, description: str, value: int) -> None:
+    def set_slider(self, description: str, value: float) -> None:
         """Type a value into a slider's read-out, as a reader can, and press Enter."""
         readout = self.slider(description).locator(".widget-readout")
         readout.scroll_into_view_if_needed()
