@@ -14,6 +14,11 @@ PYTEST_ARGS ?=
 RUN_ENV := env -u S3_QUICK PYTHONHASHSEED=0
 
 .PHONY: help setup lab test notebooks browser clean
+# a half-made target (e.g. a venv whose creation failed) is removed, never mistaken for done
+.DELETE_ON_ERROR:
+
+# root needs no sudo; anyone else needs password-less sudo for apt-get
+APT = $$([ "$$(id -u)" = 0 ] && echo env || echo sudo -n env) DEBIAN_FRONTEND=noninteractive apt-get
 
 help:
 	@echo "make lab        set up .venv if needed and open JupyterLab on notebooks/ (ARGS=...)"
@@ -24,7 +29,11 @@ help:
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "error: the pinned environment needs Python >= 3.11; run e.g. 'make PYTHON=python3.11 lab'"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "Python's venv support is missing; installing Debian's python3-venv"; \
+	  $(APT) update -qq && $(APT) install -y -qq python3-venv >/dev/null; } || { \
+	  echo "error: install python3-venv (Debian/Ubuntu) or use a Python with ensurepip"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -39,16 +48,16 @@ setup: $(STAMP)
 
 lab: setup
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) \
 	  --LabApp.news_url=None \
 	  --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(ARGS)
 
 # Debian's chromium drives the browser test (never `playwright install`).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  echo "installing Debian's chromium for the browser test"; \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  $(APT) update -qq && $(APT) install -y -qq chromium >/dev/null; } || { \
+	  echo "error: could not install chromium: run 'sudo apt-get install chromium' (root or password-less sudo is needed)"; exit 1; }
 
 test: setup browser
 	$(RUN_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -39,6 +39,8 @@ def read_flo(path: str | os.PathLike) -> np.ndarray:
             absurd size; the message names the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected a .flo file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such .flo file")
     raw = path.read_bytes()
@@ -69,9 +71,10 @@ def read_flo(path: str | os.PathLike) -> np.ndarray:
 def write_flo(path: str | os.PathLike, flow: np.ndarray) -> None:
     """Write ``flow`` ``(H, W, 2)`` to a ``.flo`` file, atomically (temp file, then rename).
 
-    Raises ``ValueError`` naming ``flow`` when it is not a real ``(H, W, 2)`` array.
+    ``flow`` may be a NumPy array ``(H, W, 2)`` or a torch tensor in the course layout
+    ``(2, H, W)``. Raises ``ValueError`` naming ``flow`` when it is not a real flow field.
     """
-    arr = np.asarray(flow)
+    arr = _to_hw2(flow) if hasattr(flow, "detach") else np.asarray(flow)
     if arr.ndim != 3 or arr.shape[2] != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"flow: expected an (H, W, 2) array, got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):

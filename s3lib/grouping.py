@@ -78,6 +78,12 @@ def check_inputs(masks: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor,
     if not (masks.is_floating_point() and flow.is_floating_point()):
         raise ValueError(f"masks and flow: expected floating point, got {masks.dtype} and "
                          f"{flow.dtype}")
+    if masks.numel() == 0:
+        raise ValueError(f"masks: empty tensor of shape {tuple(masks.shape)}; expected B, L, H, "
+                         f"W >= 1")
+    m = masks.detach()
+    if not torch.isfinite(m.sum(dtype=torch.float64)) or m.min() < 0:
+        raise ValueError("masks: expected finite, non-negative weights (e.g. a softmax)")
     # one pass: any NaN/inf makes the sum non-finite (summed in float64: no overflow of fp16)
     if not torch.isfinite(flow.detach().sum(dtype=torch.float64)):
         raise ValueError("flow: contains NaN or inf; give invalid pixels zero flow and zero "

@@ -176,9 +176,10 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
               so soft, shared segments are not penalised.
 
             Notebook 02 measures both on the same free-mask experiment (eight scenes, best of
-            four restarts): on exact flow the two recover the regions about equally well, on
-            noisy flow ``"segments"`` does clearly better and its masks are harder, so it is
-            the default.
+            four restarts; its table printed mean matched mIoU 0.940 for ``"segments"`` vs
+            0.979 for ``"blend"`` on exact flow, 0.565 vs 0.484 with 0.2 px of noise, and mean
+            largest mask 0.97 vs 0.89 there). Estimated flow is noisy and harder masks are
+            what a segmentation needs, so ``"segments"`` is the default.
         eps: ridge of the fit (:func:`fit_affine`). delta: Charbonnier's delta (pixels).
         model: ``"affine"`` or ``"quadratic"``.
 

@@ -75,6 +75,8 @@ def matched_miou(pred, target) -> float:
         The matched IoU summed over the target labels present, divided by their number; a target
         label left unmatched (more regions than segments) counts 0.
     """
+    if np.size(target) == 0:
+        raise ValueError("pred and target: empty label maps")
     iou, _, tl = iou_matrix(pred, target)
     rows, cols = linear_sum_assignment(iou, maximize=True)
     return float(iou[rows, cols].sum() / len(tl))
@@ -124,6 +126,9 @@ def _ranked(scores, labels) -> tuple[np.ndarray, np.ndarray]:
             f"{y.shape}")
     if not np.isfinite(s).all():
         raise ValueError("scores: contains NaN or inf")
+    if y.dtype == bool:
+        raise ValueError("labels: expected 1 / -1 / 0 integers; a bool array would turn every "
+                         "negative (False = 0) into an ignored 'difficult' example")
     if not np.isin(y, (-1, 0, 1)).all():
         raise ValueError("labels: expected 1 (positive), -1 (negative) or 0 (difficult) only")
     if not (y == 1).any():

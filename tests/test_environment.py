@@ -128,7 +128,7 @@ def test_make_lab_serves_jupyterlab_on_localhost_with_a_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     env.update(JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
-    args = f"--no-browser --allow-root --ServerApp.port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
+    args = f"--no-browser --ServerApp.port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
     log = open(tmp_path / "lab.log", "wb")
     proc = subprocess.Popen(["make", "--no-print-directory", "lab", f"ARGS={args}"], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

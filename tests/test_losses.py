@@ -735,12 +735,21 @@ def test_segments_loss_double_backward_is_correct_or_refused(robust):
         return g.pow(2).sum()
 
     theta = logits.clone().requires_grad_(True)
-    try:
-        dpen = torch.autograd.grad(penalty(theta, True), theta)[0]
-    except RuntimeError:
-        return  # refusing double backward with an error is an acceptable answer
+    # the hand-written backward is first-order only: it must refuse, not answer wrongly
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(penalty(theta, True), theta)
+    # with a flow that needs gradients (autograd path) the second derivative is right
+    flow_g = flow.clone().requires_grad_(True)
+
+    def penalty_autograd(th, create_graph):
+        g = torch.autograd.grad(affine_motion_loss(torch.softmax(th, 1), flow_g, robust=robust),
+                                th, create_graph=create_graph)[0]
+        return g.pow(2).sum()
+
+    dpen = torch.autograd.grad(penalty_autograd(theta, True), theta)[0]
     h = 1e-5  # directional derivative of the penalty by central differences
-    fd = (penalty(logits + h * v, False) - penalty(logits - h * v, False)) / (2 * h)
+    fd = (penalty_autograd((logits + h * v).requires_grad_(), False)
+          - penalty_autograd((logits - h * v).requires_grad_(), False)) / (2 * h)
     assert (dpen * v).sum().item() == pytest.approx(fd.item(), rel=1e-4, abs=1e-8)
 
 

@@ -44,13 +44,20 @@ def test_first_code_cell_makes_the_session_reproducible(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_widget_cells_are_excluded_from_nbval_and_tested_elsewhere(path):
     _, code, _ = _load(path)
-    widget_cells = [c for c in code if any(WIDGET_MIME in o.get("data", {}) for o in c["outputs"])]
-    assert widget_cells, f"{path.name}: every notebook has at least one widget"
+    # cells that display an s3lib widget (tqdm progress bars are widgets too: not counted)
+    widget_cells = [c for c in code if "explorer(" in "".join(c["source"])
+                    and any(WIDGET_MIME in o.get("data", {}) for o in c["outputs"])]
+    assert widget_cells, f"{path.name}: every notebook has at least one s3lib widget"
     for c in widget_cells:
         assert "nbval-ignore-output" in c["metadata"].get("tags", []), (
             f"{path.name}: widget cell {''.join(c['source'])[:60]!r} lacks the nbval-ignore-output tag")
     ignored = [c for c in code if "nbval-ignore-output" in c["metadata"].get("tags", [])]
-    assert len(ignored) <= len(widget_cells) + 1, f"{path.name}: too many cells escape nbval"
+    for c in ignored:  # every other escape must be a cell that only shows progress or timings
+        src = "".join(c["source"])
+        assert c in widget_cells or any(k in src for k in ("tqdm", "progress=True", "perf_counter",
+                                                            "environment_report")), (
+            f"{path.name}: cell {src[:60]!r} escapes nbval without showing a widget, progress "
+            f"bars or timings")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

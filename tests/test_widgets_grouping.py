@@ -51,14 +51,14 @@ def test_soft_masks_sum_to_one_and_hard_ones_split_at_the_column():
     assert hard[1, :, :4].sum() == 0 and hard[1, :, 4:].min() == 1
 
 
-def test_a_broken_observer_changes_nothing(monkeypatch):
+def test_a_broken_observer_is_detected(monkeypatch):
+    """The boundary test above fails when the observer is disabled."""
     from s3lib.widgets.grouping import BoundaryExplorer
 
     monkeypatch.setattr(BoundaryExplorer, "_on_change", lambda self, change: None)
-    e = boundary_explorer(size=16, true_boundary=8)
-    before = e.info.value
-    e.boundary.value = 9
-    assert e.info.value == before
+    with pytest.raises(AssertionError):
+        test_moving_the_boundary_redraws_and_reports_the_scores(
+            boundary_explorer(size=24, true_boundary=14))
 
 
 @pytest.mark.parametrize("kwargs", [{"size": 4}, {"size": 16, "true_boundary": 16}])

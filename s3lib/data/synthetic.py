@@ -8,6 +8,7 @@ outliers). Explained in ``notebooks/01_grouping_model.ipynb``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,8 +97,14 @@ def add_flow_noise(flow: torch.Tensor, level: float, seed: int = 0,
     up to ``3 level + 1`` px.
     ``level = 0`` returns the flow unchanged.
     """
-    if level < 0:
-        raise ValueError(f"level: expected a non-negative noise level in pixels, got {level}")
+    if not (isinstance(flow, torch.Tensor) and flow.ndim == 3 and flow.shape[0] == 2):
+        raise ValueError(f"flow: expected a (2, H, W) tensor, got "
+                         f"{tuple(flow.shape) if isinstance(flow, torch.Tensor) else type(flow)}")
+    if not (level >= 0 and math.isfinite(level)):  # also rejects NaN
+        raise ValueError(f"level: expected a finite, non-negative noise level in pixels, got {level}")
+    if level > 0 and min(flow.shape[1:]) < 7:
+        raise ValueError(f"flow: at least 7x7 pixels needed for the noise blur, got "
+                         f"{tuple(flow.shape[1:])}")
     if level == 0:
         return flow.clone()
     import torch.nn.functional as F

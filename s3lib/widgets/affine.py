@@ -46,6 +46,7 @@ class FreeMaskExplorer:
     widget: object = field(init=False)
     last: FreeMaskResult | None = field(init=False, default=None)
     _cache: dict = field(init=False, default_factory=dict, repr=False)
+    _quiet: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
         import ipywidgets as w
@@ -66,7 +67,8 @@ class FreeMaskExplorer:
         self.update()
 
     def _on_change(self, change) -> None:
-        self.update()
+        if not self._quiet:
+            self.update()
 
     def update(self) -> str:
         """Run (or reuse) the optimisation for the current controls and redraw."""
@@ -100,10 +102,14 @@ class FreeMaskExplorer:
         return figure_to_png(fig)
 
     def show(self, segments: int, robust: str = "charbonnier", noise: float = 0.0) -> str:
-        """Set the controls and return the summary line."""
-        self.segments.value = segments
-        self.robust.value = robust
-        self.noise.value = noise
+        """Set the controls (one run for the three changes) and return the summary line."""
+        self._quiet = True
+        try:
+            self.segments.value = segments
+            self.robust.value = robust
+            self.noise.value = noise
+        finally:
+            self._quiet = False
         return self.update()
 
 

@@ -91,6 +91,7 @@ class BoundaryExplorer:
     widget: object = field(init=False)
     scan: BoundaryScan | None = field(init=False, default=None)
     _key: tuple | None = field(init=False, default=None, repr=False)
+    _quiet: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
         import ipywidgets as w
@@ -113,7 +114,8 @@ class BoundaryExplorer:
         self.update()
 
     def _on_change(self, change) -> None:
-        self.update()
+        if not self._quiet:
+            self.update()
 
     def update(self) -> str:
         """Rescore (when noise or softness changed) and redraw; returns the summary line."""
@@ -153,10 +155,14 @@ class BoundaryExplorer:
         return figure_to_png(fig)
 
     def show(self, boundary: int, softness: float = 0.0, noise: float = 0.3) -> str:
-        """Set the three controls and return the summary line."""
-        self.noise.value = noise
-        self.softness.value = softness
-        self.boundary.value = boundary
+        """Set the three controls (one rescore) and return the summary line."""
+        self._quiet = True
+        try:
+            self.noise.value = noise
+            self.softness.value = softness
+            self.boundary.value = boundary
+        finally:
+            self._quiet = False
         return self.update()
 
 
