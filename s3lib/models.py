@@ -1,0 +1,130 @@
+"""Segmentation networks of the course and their checkpoints.
+
+:class:`SegmentationNet` is a small U-Net for the CPU (about half a million parameters at the
+default width): an image ``(B, 3, H, W)`` in, ``L`` logits ``(B, L, H, W)`` out; the soft
+segments are ``logits.softmax(1)``. :func:`save_checkpoint` / :func:`load_checkpoint` store the
+weights with a plain-data ``config`` (loaded with ``torch.load(..., weights_only=True)``: a
+checkpoint is untrusted input). Explained in ``notebooks/04_cube_toy.ipynb``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._io import atomic_write
+
+ARCHITECTURE = "s3-unet-v1"
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SegmentationNet(nn.Module):
+    """A two-level U-Net: ``(B, 3, H, W)`` images in [0, 1] -> ``(B, L, H, W)`` logits.
+
+    Args:
+        num_segments: ``L`` >= 2.
+        width: channels of the first level (the second has 2x, the bottleneck 4x).
+        coords: append the normalised pixel coordinates as two input channels, so segments can
+            also depend on position (CoordConv).
+    """
+
+    def __init__(self, num_segments: int = 5, width: int = 32, coords: bool = True):
+        super().__init__()
+        if not isinstance(num_segments, int) or num_segments < 2:
+            raise ValueError(f"num_segments: expected an int >= 2, got {num_segments!r}")
+        if not isinstance(width, int) or width < 4:
+            raise ValueError(f"width: expected an int >= 4, got {width!r}")
+        self.num_segments, self.width, self.coords = num_segments, width, coords
+        cin = 3 + (2 if coords else 0)
+        self.enc1, self.enc2 = _block(cin, width), _block(width, 2 * width)
+        self.mid = _block(2 * width, 4 * width)
+        self.dec2, self.dec1 = _block(6 * width, 2 * width), _block(3 * width, width)
+        self.head = nn.Conv2d(width, num_segments, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images: expected (B, 3, H, W), got {tuple(images.shape)}")
+        h, w = images.shape[-2:]
+        if h < 8 or w < 8 or h % 4 or w % 4:
+            raise ValueError(f"images: height and width must be multiples of 4 and >= 8 for "
+                             f"this network, got {h}x{w}")
+        x = images
+        if self.coords:
+            ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+            xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+            grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[[1, 0]]
+            x = torch.cat([x, grid.expand(x.shape[0], -1, -1, -1)], 1)
+        e1 = self.enc1(x)
+        e2 = self.enc2(nn.functional.max_pool2d(e1, 2))
+        m = self.mid(nn.functional.max_pool2d(e2, 2))
+        up = nn.functional.interpolate
+        d2 = self.dec2(torch.cat([up(m, scale_factor=2, mode="bilinear", align_corners=False),
+                                  e2], 1))
+        d1 = self.dec1(torch.cat([up(d2, scale_factor=2, mode="bilinear", align_corners=False),
+                                  e1], 1))
+        return self.head(d1)
+
+    def config(self) -> dict[str, Any]:
+        """What is needed to rebuild the network (plain data, stored in checkpoints)."""
+        return {"architecture": ARCHITECTURE, "num_segments": self.num_segments,
+                "width": self.width, "coords": self.coords}
+
+
+def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, config: dict[str, Any],
+                    extra: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s weights and ``config`` (must include ``size``) atomically to ``path``."""
+    if "size" not in config:
+        raise ValueError("config: must include the training image 'size'")
+    payload = {"config": {**model.config(), **config}, "model": model.state_dict(),
+               **(extra or {})}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[SegmentationNet, dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`: ``(model in eval mode, config)``.
+
+    ``config`` holds at least ``size`` and ``num_segments``. Raises ``FileNotFoundError`` for a
+    missing file and ``ValueError`` naming the file and what differs for a file that is not
+    such a checkpoint (another architecture, other shapes, missing keys).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which, not a pickle traceback
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
+        raise ValueError(f"{path}: not an s3lib checkpoint (expected keys 'config' and 'model')")
+    config = dict(payload["config"])
+    if config.get("architecture") != ARCHITECTURE:
+        raise ValueError(f"{path}: architecture {config.get('architecture')!r}, expected "
+                         f"{ARCHITECTURE!r}")
+    missing = [k for k in ("size", "num_segments", "width", "coords") if k not in config]
+    if missing:
+        raise ValueError(f"{path}: config lacks {missing}")
+    model = SegmentationNet(config["num_segments"], config["width"], config["coords"])
+    own = model.state_dict()
+    state = payload["model"]
+    diffs = [f"{k}: missing" for k in own if k not in state]
+    diffs += [f"{k}: unexpected" for k in state if k not in own]
+    diffs += [f"{k}: shape {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if diffs:
+        raise ValueError(f"{path}: weights do not fit the network in its config: "
+                         + "; ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else ""))
+    model.load_state_dict(state)
+    return model.eval(), config

@@ -1,0 +1,67 @@
+"""The segmentation network and its checkpoints (untrusted files: weights_only loading)."""
+
+import pickle
+
+import pytest
+import torch
+
+from s3lib.models import SegmentationNet, load_checkpoint, save_checkpoint
+
+
+def test_output_shape_and_parameter_count():
+    net = SegmentationNet(num_segments=5)
+    out = net(torch.rand(2, 3, 32, 48))
+    assert out.shape == (2, 5, 32, 48)
+    params = sum(p.numel() for p in net.parameters())
+    assert 100_000 < params < 1_000_000, params
+
+
+@pytest.mark.parametrize("kwargs", [{"num_segments": 1}, {"width": 2}])
+def test_bad_construction(kwargs):
+    with pytest.raises(ValueError):
+        SegmentationNet(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 30, 32), (1, 3, 4, 4), (1, 1, 32, 32)])
+def test_bad_image_sizes_are_named(shape):
+    with pytest.raises(ValueError, match="images"):
+        SegmentationNet(3, width=8)(torch.rand(*shape))
+
+
+def test_round_trip_gives_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    net = SegmentationNet(4, width=8).eval()
+    save_checkpoint(tmp_path / "c.pt", net, {"size": 32, "steps": 7})
+    loaded, config = load_checkpoint(tmp_path / "c.pt")
+    assert config["size"] == 32 and config["num_segments"] == 4 and config["steps"] == 7
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(net(x), loaded(x))
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_checkpoint_of_another_shape_names_what_differs(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", SegmentationNet(4, width=8), {"size": 32})
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    payload["config"]["num_segments"] = 6
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"bad\.pt: weights do not fit.*head\.weight: shape"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_foreign_and_malicious_files_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"config": Evil(), "model": {}}))
+    with pytest.raises(ValueError, match="evil.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"config": {"architecture": "other"}, "model": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="architecture"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
