@@ -80,6 +80,30 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    minutes = None if args.steps is not None else (15.0 if args.minutes is None else args.minutes)
+    config = TrainConfig(size=args.size, num_segments=args.segments, steps=args.steps,
+                         minutes=minutes, seed=args.seed)
+    records = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    last = records[-1] if records else {}
+    print(json.dumps({"checkpoint": str(Path(args.out) / "checkpoint.pt"), **last}))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.checkpoint}: held-out matched mIoU {result['miou']:.3f}, FG-ARI "
+              f"{result['fg_ari']:.3f} over {result['frames']} frames")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``s3`` (kept separate so tests and docs can inspect it)."""
     parser = argparse.ArgumentParser(
@@ -100,6 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=None, help="resize to WIDTHxHEIGHT first")
     p.add_argument("--out", required=True, help="output .flo (flow) or .png (colour-coded)")
     p.set_defaults(func=_cmd_flow)
+
+    p = sub.add_parser("train", help="train a segmentation network (notebook 04)")
+    p.add_argument("dataset", choices=["cube"])
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="train for this long (default 15)")
+    budget.add_argument("--steps", type=int, help="train for this many steps")
+    p.add_argument("--size", type=int, default=64, help="image size (multiple of 4)")
+    p.add_argument("--segments", type=int, default=7, help="number of segments L (>= 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="score a checkpoint on held-out data")
+    p.add_argument("dataset", choices=["cube"])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

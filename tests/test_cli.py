@@ -71,3 +71,28 @@ def test_bad_input_gives_a_one_line_error(tmp_path, args, message):
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_train_and_eval_cube_tiny(tmp_path):
+    run_dir = tmp_path / "run"
+    res = run("train", "cube", "--out", str(run_dir), "--steps", "2", "--size", "16",
+              "--segments", "3", "--quiet")
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 2 and 0 <= summary["miou"] <= 1
+    assert (run_dir / "checkpoint.pt").is_file()
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 2
+    out = json.loads(run("eval", "cube", "--checkpoint", str(run_dir / "checkpoint.pt"),
+                         "--json").stdout)
+    assert set(out) >= {"miou", "fg_ari"} and 0 <= out["miou"] <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "cube", "--out", "r", "--steps", "1", "--segments", "1"], "num_segments"),
+    (["train", "cube", "--out", "r", "--steps", "1", "--size", "18"], "size"),
+    (["eval", "cube", "--checkpoint", "missing.pt"], "missing.pt"),
+])
+def test_train_and_eval_bad_input(tmp_path, args, message):
+    res = subprocess.run([sys.executable, "-m", "s3lib", *args], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
