@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._controls import QuietControls
 from ..data.synthetic import add_flow_noise, piecewise_affine_flow
 from ..freemask import FreeMaskResult, segment_flow
 from ..losses import affine_motion_loss
@@ -31,7 +32,7 @@ def run_free_masks(size: int, num_segments: int, robust: str, noise: float, step
 
 
 @dataclass
-class FreeMaskExplorer:
+class FreeMaskExplorer(QuietControls):
     """Controls ``segments`` (IntSlider), ``robust`` (Dropdown), ``noise`` (FloatSlider);
     ``image`` (masks, truth and loss curve), ``info`` (Label), ``widget`` (everything)."""
 
@@ -46,7 +47,6 @@ class FreeMaskExplorer:
     widget: object = field(init=False)
     last: FreeMaskResult | None = field(init=False, default=None)
     _cache: dict = field(init=False, default_factory=dict, repr=False)
-    _quiet: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
         import ipywidgets as w
@@ -65,10 +65,6 @@ class FreeMaskExplorer:
         self.widget = w.VBox([w.HBox([self.segments, self.robust, self.noise]), self.image,
                               self.info])
         self.update()
-
-    def _on_change(self, change) -> None:
-        if not self._quiet:
-            self.update()
 
     def update(self) -> str:
         """Run (or reuse) the optimisation for the current controls and redraw."""
@@ -103,14 +99,8 @@ class FreeMaskExplorer:
 
     def show(self, segments: int, robust: str = "charbonnier", noise: float = 0.0) -> str:
         """Set the controls (one run for the three changes) and return the summary line."""
-        self._quiet = True
-        try:
-            self.segments.value = segments
-            self.robust.value = robust
-            self.noise.value = noise
-        finally:
-            self._quiet = False
-        return self.update()
+        return self._set_controls((self.segments, segments), (self.robust, robust),
+                                  (self.noise, noise))
 
 
 def freemask_explorer(size: int = 48, steps: int = 200, seed: int = 2) -> FreeMaskExplorer:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._controls import QuietControls
 from ..grouping import homogeneous_coordinates, log_evidence, max_log_likelihood
 
 
@@ -76,7 +77,7 @@ def scan_boundaries(flow: torch.Tensor, softness: float, sigma: float = 0.5,
 
 
 @dataclass
-class BoundaryExplorer:
+class BoundaryExplorer(QuietControls):
     """Controls ``boundary``, ``softness``, ``noise`` (sliders); ``image`` (the picture),
     ``info`` (a Label with the two log-likelihoods), ``widget`` (everything)."""
 
@@ -91,7 +92,6 @@ class BoundaryExplorer:
     widget: object = field(init=False)
     scan: BoundaryScan | None = field(init=False, default=None)
     _key: tuple | None = field(init=False, default=None, repr=False)
-    _quiet: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
         import ipywidgets as w
@@ -112,10 +112,6 @@ class BoundaryExplorer:
         self.widget = w.VBox([w.HBox([self.boundary, self.softness, self.noise]), self.image,
                               self.info])
         self.update()
-
-    def _on_change(self, change) -> None:
-        if not self._quiet:
-            self.update()
 
     def update(self) -> str:
         """Rescore (when noise or softness changed) and redraw; returns the summary line."""
@@ -156,14 +152,8 @@ class BoundaryExplorer:
 
     def show(self, boundary: int, softness: float = 0.0, noise: float = 0.3) -> str:
         """Set the three controls (one rescore) and return the summary line."""
-        self._quiet = True
-        try:
-            self.noise.value = noise
-            self.softness.value = softness
-            self.boundary.value = boundary
-        finally:
-            self._quiet = False
-        return self.update()
+        return self._set_controls((self.noise, noise), (self.softness, softness),
+                                  (self.boundary, boundary))
 
 
 def boundary_explorer(size: int = 48, true_boundary: int = 28, sigma: float = 0.5
