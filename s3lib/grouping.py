@@ -107,6 +107,14 @@ def basis_products(height: int, width: int, model: Model, dtype: torch.dtype,
     return phi, phi[rows] * phi[cols], rows, cols
 
 
+def _symmetric(upper: torch.Tensor, k: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``(..., K, K)`` symmetric matrices from their upper-triangle entries ``(..., P)``."""
+    out = upper.new_zeros(*upper.shape[:-1], k, k)
+    out[..., rows, cols] = upper
+    out[..., cols, rows] = upper
+    return out
+
+
 def _normal_equations(flow: torch.Tensor, masks: torch.Tensor, model: Model):
     """``(G, R, mass, fphi)``: :func:`weighted_normal_equations` plus the ``(B, 2K, N)``
     products ``f_c phi_k`` (reused by the per-segment residuals)."""
@@ -116,9 +124,7 @@ def _normal_equations(flow: torch.Tensor, masks: torch.Tensor, model: Model):
     k = phi.shape[0]
     m = masks.reshape(b, num_l, n)
     g_upper = (m.reshape(b * num_l, n) @ products.T / n).reshape(b, num_l, -1)
-    g = masks.new_zeros(b, num_l, k, k)
-    g[..., rows, cols] = g_upper
-    g[..., cols, rows] = g_upper
+    g = _symmetric(g_upper, k, rows, cols)
     fphi = (flow.reshape(b, 2, 1, n) * phi).reshape(b, 2 * k, n)  # (B, 2K, N)
     r = torch.bmm(m, fphi.transpose(1, 2)).reshape(b, num_l, 2, k) / n
     return g, r, m.mean(-1), fphi

@@ -19,8 +19,8 @@ from typing import Literal
 
 import torch
 
-from .grouping import (Model, _normal_equations, basis_products, check_inputs, log_evidence,
-                       solve_motion)
+from .grouping import (Model, _normal_equations, _symmetric, basis_products, check_inputs,
+                       log_evidence, solve_motion)
 
 Robust = Literal["charbonnier", "l1", "l2"]
 Combine = Literal["segments", "blend"]
@@ -210,14 +210,6 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
         return torch.dot(m, rho.reshape(-1)) / (b * h * w)
     rho = robust_penalty(segment_squared_residuals(params, flow, model, fphi), robust, delta)
     return torch.dot(m, rho.reshape(-1)) / (b * h * w)
-
-
-def _symmetric(upper: torch.Tensor, k: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``(..., K, K)`` symmetric matrices from their upper-triangle entries ``(..., P)``."""
-    out = upper.new_zeros(*upper.shape[:-1], k, k)
-    out[..., rows, cols] = upper
-    out[..., cols, rows] = upper
-    return out
 
 
 class _SegmentsLoss(torch.autograd.Function):

@@ -122,8 +122,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     step, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():
         payload = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if payload["config"]["train"] != asdict(config) | {"steps": payload["config"]["train"]["steps"],
-                                                           "minutes": payload["config"]["train"]["minutes"]}:
+        budget = ("steps", "minutes")  # the only settings a resumed run may change
+        saved = {k: v for k, v in payload["config"]["train"].items() if k not in budget}
+        if saved != {k: v for k, v in asdict(config).items() if k not in budget}:
             raise ValueError(f"{ckpt_path}: written with other settings; use another --out")
         model.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
