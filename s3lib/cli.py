@@ -7,6 +7,16 @@ Subcommands so far:
 - ``s3 flow VIDEO --frame T [--gap K] [--method dis|farneback] --out OUT.(flo|png)``:
   estimate the optical flow between two frames of a clip and save it as a ``.flo`` file or as a
   colour-coded picture.
+- ``s3 train cube --out RUN [--steps N | --minutes M]``: train a segmentation network on the
+  cube toy (notebook 04); ``s3 eval cube --checkpoint RUN/checkpoint.pt [--json]`` scores it.
+- ``s3 prepare-video VIDEO --out DIR [--size WxH] [--flow dis|farneback] [--gap K]
+  [--max-frames N] [--workers W] [--shard I/N]``: decode videos (a file, a bundled clip name,
+  a folder of videos or a ``.txt`` list), split them into shots, estimate the flow within shots
+  and cache it all in ``DIR/<name>/`` for training (notebooks 05 and 06; see
+  :mod:`s3lib.data.video`). ``--shard I/N`` prepares every N-th video starting at the I-th
+  of the sorted list, so N machines split the work without talking to each other.
+- ``s3 download sintel|voc2007 [--root DIR] [--manifest FILE] [--quiet]``: fetch a real data
+  set with a progress bar and checksum verification (see ``data/README.md``).
 """
 
 from __future__ import annotations
@@ -80,6 +90,53 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected I/N (shard I of N, 0 <= I < N), e.g. 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def _cmd_prepare_video(args: argparse.Namespace) -> int:
+    from .data.video import load_cache, prepare_videos
+
+    paths = prepare_videos(args.video, args.out, size=args.size, flow=args.flow, gap=args.gap,
+                           max_frames=args.max_frames, workers=args.workers, shard=args.shard,
+                           progress=not args.quiet)
+    for path in paths:
+        cache = load_cache(path)
+        c, (w, h) = cache.index["counts"], cache.index["frame_size"]
+        print(f"{path}: {c['frames']} frames {w}x{h}, {c['shots']} shot(s), {c['pairs']} flow "
+              f"pairs ({cache.index['settings']['flow']}, gap {cache.gap})")
+    if not paths:
+        i, n = args.shard
+        print(f"shard {i}/{n}: no videos in this shard")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .download import download_dataset
+
+    path = download_dataset(args.name, root=args.root, manifest=args.manifest,
+                            progress=not args.quiet)
+    print(f"{args.name}: {path}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
@@ -143,6 +200,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "prepare-video", help="cache frames, shots and flow of videos for training (nb 05/06)",
+        description="Decode videos, split them into shots at hard cuts, estimate the forward "
+                    "flow of frame pairs (t, t+K) within each shot and write one cache folder "
+                    "per video, OUT/<name>/. A complete cache made with the same settings is "
+                    "skipped.")
+    p.add_argument("video", help="a video file, a bundled clip name (see `s3 clips`), a folder "
+                                 "of videos, or a .txt file listing videos one per line")
+    p.add_argument("--out", required=True, help="folder that receives one cache folder per video")
+    p.add_argument("--size", type=_size, default=None, help="resize to WIDTHxHEIGHT first")
+    p.add_argument("--flow", choices=["dis", "farneback"], default="dis",
+                   help="OpenCV flow method (default dis)")
+    p.add_argument("--gap", type=_positive_int, default=1, metavar="K",
+                   help="pairs are frames t and t+K (default 1)")
+    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                   help="use only the first N frames of each video")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
+                   help="processes to use (default 1)")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                   help="prepare only shard I of N (videos at sorted positions p with "
+                        "p %% N == I); default 0/1, all")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_prepare_video)
+
+    p = sub.add_parser("download", help="download a real data set (with checksums)")
+    p.add_argument("name", choices=["sintel", "voc2007"])
+    p.add_argument("--root", default=None, help="where to put it (default: the data folder)")
+    p.add_argument("--manifest", default=None, help="a manifest of URLs and checksums to use")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_download)
     return parser
 
 
@@ -154,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frame must be >= 0 and --gap >= 1")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"s3 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

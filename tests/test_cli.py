@@ -96,3 +96,120 @@ def test_train_and_eval_bad_input(tmp_path, args, message):
     res = subprocess.run([sys.executable, "-m", "s3lib", *args], capture_output=True, text=True,
                          cwd=tmp_path)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_lists_the_data_subcommands():
+    out = run("--help").stdout
+    assert "prepare-video" in out and "download" in out
+    assert "--shard I/N" in run("prepare-video", "--help").stdout
+
+
+def test_prepare_video_on_bikes_then_skips(tmp_path):
+    # bikes' first cut is between frames 29 and 30 (see tests/test_video.py): 40 frames make
+    # two shots, 30 + 10 frames, so 29 + 9 = 38 pairs with gap 1 and none across the cut
+    out = tmp_path / "cache"
+    args = ("prepare-video", "bikes", "--out", str(out), "--size", "80x34", "--max-frames", "40",
+            "--quiet")
+    res = run(*args)
+    assert f"{out / 'bikes'}: 40 frames 80x34, 2 shot(s), 38 flow pairs (dis, gap 1)" in res.stdout
+    index = json.loads((out / "bikes" / "index.json").read_text())
+    assert index["cuts"] == [30] and index["settings"]["max_frames"] == 40
+    stamp = (out / "bikes" / "flows.npy").stat().st_mtime_ns
+    again = run(*args[:-1])  # with progress: says it skips
+    assert "skip" in again.stderr and (out / "bikes" / "flows.npy").stat().st_mtime_ns == stamp
+    assert again.stdout == res.stdout
+
+
+def test_prepare_video_shard_and_workers(tmp_path):
+    import cv2
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        writer = cv2.VideoWriter(str(videos / f"{name}.avi"), cv2.VideoWriter_fourcc(*"MJPG"),
+                                 10, (32, 24))
+        base = cv2.GaussianBlur(rng.uniform(0, 255, (24, 48, 3)).astype(np.uint8), (0, 0), 2)
+        for k in range(4):
+            writer.write(np.ascontiguousarray(base[:, 8 - k:40 - k]))
+        writer.release()
+    res = run("prepare-video", str(videos), "--out", str(tmp_path / "out"), "--shard", "1/2",
+              "--workers", "2", "--quiet")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b"]
+    assert "b: 4 frames 32x24, 1 shot(s), 3 flow pairs" in res.stdout
+    res = run("prepare-video", str(videos), "--out", str(tmp_path / "out"), "--shard", "5/7",
+              "--quiet")
+    assert "no videos in this shard" in res.stdout
+
+
+@pytest.mark.parametrize("shard", ["2/2", "-1/3", "0/0", "1", "a/b"])
+def test_prepare_video_bad_shard(tmp_path, shard):
+    res = run("prepare-video", "bikes", "--out", str(tmp_path), "--shard", shard, check=False)
+    assert res.returncode == 2 and "--shard" in res.stderr and "I/N" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--gap", "0"], "--gap"), (["--workers", "0"], "--workers"), (["--size", "4x4"], "8x8"),
+    (["--flow", "lk"], "--flow"), (["--max-frames", "1"], "max_frames"),
+])
+def test_prepare_video_bad_options(tmp_path, extra, message):
+    res = run("prepare-video", "bikes", "--out", str(tmp_path), *extra, check=False)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_prepare_video_corrupt_file_is_a_one_line_error(tmp_path):
+    junk = tmp_path / "x.mp4"
+    junk.write_bytes(np.random.default_rng(0).bytes(4000))
+    res = run("prepare-video", str(junk), "--out", str(tmp_path / "out"), "--quiet", check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    error = [line for line in res.stderr.splitlines() if line.startswith("s3 prepare-video")]
+    assert len(error) == 1 and "x.mp4" in error[0] and "OpenCV cannot" in error[0]
+
+
+@pytest.fixture
+def fake_download(monkeypatch):
+    """A stand-in for s3lib.download (tests the wiring only, without the network)."""
+    import types
+
+    from s3lib import cli
+
+    calls = []
+    fake = types.ModuleType("s3lib.download")
+
+    def download_dataset(name, root=None, manifest=None, progress=True):
+        calls.append({"name": name, "root": root, "manifest": manifest, "progress": progress})
+        if name == "voc2007" and root == "fail-os":
+            raise OSError("HTTP 404 for http://example.invalid/VOC.tar")
+        if name == "voc2007" and root == "fail-value":
+            raise ValueError("VOC.tar: sha256 mismatch")
+        return Path(root or "data") / name
+
+    fake.download_dataset = download_dataset
+    monkeypatch.setitem(sys.modules, "s3lib.download", fake)
+    return cli, calls
+
+
+def test_download_calls_download_dataset(fake_download, tmp_path, capsys):
+    cli, calls = fake_download
+    assert cli.main(["download", "sintel", "--root", str(tmp_path), "--quiet"]) == 0
+    assert calls == [{"name": "sintel", "root": str(tmp_path), "manifest": None,
+                      "progress": False}]
+    assert capsys.readouterr().out.strip() == f"sintel: {tmp_path / 'sintel'}"
+    assert cli.main(["download", "voc2007", "--manifest", "m.json"]) == 0
+    assert calls[-1] == {"name": "voc2007", "root": None, "manifest": "m.json", "progress": True}
+
+
+@pytest.mark.parametrize("root, message", [("fail-os", "HTTP 404"), ("fail-value", "sha256")])
+def test_download_errors_are_one_line(fake_download, capsys, root, message):
+    cli, _ = fake_download
+    assert cli.main(["download", "voc2007", "--root", root]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("s3 download: error:") and message in err and len(err.splitlines()) == 1
+
+
+def test_download_rejects_unknown_names(fake_download, capsys):
+    cli, calls = fake_download
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["download", "imagenet"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err and not calls
