@@ -9,6 +9,11 @@ Subcommands so far:
   colour-coded picture.
 - ``s3 train cube --out RUN [--steps N | --minutes M]``: train a segmentation network on the
   cube toy (notebook 04); ``s3 eval cube --checkpoint RUN/checkpoint.pt [--json]`` scores it.
+- ``s3 train video --data DIR --loss affine|entropy|marginal --out RUN``: the same loop on
+  frames of real video (caches of ``s3 prepare-video``) or MPI-Sintel (notebooks 05-06);
+  ``s3 eval video --data DIR --checkpoint CKPT --json`` scores its held-out frames.
+- ``s3 segment --checkpoint CKPT INPUT --out OUT.png``: colour the segments of an image, or of
+  frames of a video as a contact sheet.
 - ``s3 prepare-video VIDEO --out DIR [--size WxH] [--flow dis|farneback] [--gap K]
   [--max-frames N] [--workers W] [--shard I/N]``: decode videos (a file, a bundled clip name,
   a folder of videos or a ``.txt`` list), split them into shots, estimate the flow within shots
@@ -141,8 +146,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     minutes = None if args.steps is not None else (15.0 if args.minutes is None else args.minutes)
-    config = TrainConfig(size=args.size, num_segments=args.segments, steps=args.steps,
-                         minutes=minutes, seed=args.seed)
+    if args.dataset == "video" and not args.data:
+        raise ValueError("train video: --data DIR is required (caches of `s3 prepare-video`, "
+                         "or MPI-Sintel's folder)")
+    config = TrainConfig(dataset=args.dataset, data=args.data, loss=args.loss, size=args.size,
+                         num_segments=args.segments, steps=args.steps, minutes=minutes,
+                         seed=args.seed, device=args.device)
     records = train(config, args.out, resume=args.resume, progress=not args.quiet)
     last = records[-1] if records else {}
     print(json.dumps({"checkpoint": str(Path(args.out) / "checkpoint.pt"), **last}))
@@ -152,12 +161,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .train import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint)
+    if args.dataset == "video" and not args.data:
+        raise ValueError("eval video: --data DIR is required (the caches it was trained on)")
+    result = evaluate_checkpoint(args.checkpoint, data=args.data if args.dataset == "video"
+                                 else None)
     if args.json:
         print(json.dumps(result))
-    else:
+    elif "miou" in result:
         print(f"{args.checkpoint}: held-out matched mIoU {result['miou']:.3f}, FG-ARI "
               f"{result['fg_ari']:.3f} over {result['frames']} frames")
+    else:
+        shares = ", ".join(f"{f:.2f}" for f in result["segment_fractions"])
+        print(f"{args.checkpoint}: held-out {result['loss_name']} loss {result['loss']:.4f} over "
+              f"{result['frames']} frame pairs; segment fractions {shares}")
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .segment import segment_to_png
+
+    line = segment_to_png(args.checkpoint, args.input, args.out, frames=args.frames,
+                          size=args.size)
+    print(line)
     return 0
 
 
@@ -182,24 +207,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .flo (flow) or .png (colour-coded)")
     p.set_defaults(func=_cmd_flow)
 
-    p = sub.add_parser("train", help="train a segmentation network (notebook 04)")
-    p.add_argument("dataset", choices=["cube"])
+    p = sub.add_parser("train", help="train a segmentation network (notebooks 04-06)")
+    p.add_argument("dataset", choices=["cube", "video"])
+    p.add_argument("--data", help="video: caches of `s3 prepare-video` (or MPI-Sintel's folder)")
+    p.add_argument("--loss", choices=["affine", "entropy", "marginal"], default="affine")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="train for this long (default 15)")
     budget.add_argument("--steps", type=int, help="train for this many steps")
-    p.add_argument("--size", type=int, default=64, help="image size (multiple of 4)")
-    p.add_argument("--segments", type=int, default=7, help="number of segments L (>= 2)")
+    p.add_argument("--size", type=int, default=64, help="cube: image side (multiple of 4)")
+    p.add_argument("--segments", type=int, default=5, help="number of segments L (>= 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="score a checkpoint on held-out data")
-    p.add_argument("dataset", choices=["cube"])
+    p.add_argument("dataset", choices=["cube", "video"])
+    p.add_argument("--data", help="video: the caches (or Sintel folder) to score on")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("segment", help="colour the segments of an image or a video (contact sheet)")
+    p.add_argument("input", help="an image, a video file or a bundled clip name")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output .png")
+    p.add_argument("--frames", type=int, default=8, help="video: frames on the sheet (default 8)")
+    p.add_argument("--size", type=_size, default=None,
+                   help="resize to WIDTHxHEIGHT (default: the checkpoint's training size)")
+    p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser(
         "prepare-video", help="cache frames, shots and flow of videos for training (nb 05/06)",

@@ -1,10 +1,15 @@
 """One training loop for the segmentation network, used by ``s3 train`` and the notebooks.
 
-Seeded and deterministic on the CPU; ``tqdm`` progress; periodic evaluation; checkpoints
-written atomically (temp file, then rename) with the optimiser and random-generator state, so
-``resume=True`` continues to exactly the result of an uninterrupted run; metrics appended to a
-JSON-lines file. Dead segments (almost no pixels) are re-seeded from the worst-fitting segment,
-which breaks the symmetry the affine loss otherwise leaves (notebook 04).
+Seeded and deterministic on the CPU; ``tqdm`` progress; periodic evaluation on held-out pairs;
+checkpoints written atomically (temp file, then rename) with the optimiser and random-generator
+state, so ``resume=True`` continues to exactly the result of an uninterrupted run; metrics
+appended to a JSON-lines file. Dead segments (almost no pixels) are re-seeded from the
+worst-fitting segment, which breaks the symmetry the motion losses otherwise leave.
+
+The data are :class:`~s3lib.data.pairs.FlowPairs`: the cube (``dataset="cube"``, notebook 04),
+or frames of real video / MPI-Sintel (``dataset="video"``, notebooks 05-06). The loss is one of
+the motion losses of notebooks 02-03 (``affine``, ``entropy``) or eq. (1) of notebook 01
+(``marginal``).
 
 Explained in ``notebooks/04_cube_toy.ipynb``.
 """
@@ -12,6 +17,7 @@ Explained in ``notebooks/04_cube_toy.ipynb``.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,19 +26,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.cube import HELDOUT_SEEDS, TRAIN_SEEDS, render_cube_sequence
-from .losses import affine_motion_loss, fit_affine, segment_squared_residuals
+from .data.cube import HELDOUT_SEEDS
+from .data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, load_pairs
+from .losses import (affine_motion_loss, entropy_motion_loss, fit_affine, histogram_entropy,
+                     marginal_likelihood_loss, segment_squared_residuals, speed_histograms)
 from .metrics import adjusted_rand_index, matched_miou
 from .models import SegmentationNet, load_checkpoint, save_checkpoint
 from .setup import reproducible
 
+LOSSES = ("affine", "entropy", "marginal")
+DATASETS = ("cube", "video")
+
 
 @dataclass
 class TrainConfig:
-    """Settings of a cube training run (``s3 train cube`` flags)."""
+    """Settings of a training run (the ``s3 train`` flags).
 
+    ``dataset="cube"`` renders the cube at ``size`` x ``size`` (``frames`` frames per training
+    sequence); ``dataset="video"`` reads ``data`` (prepare-video caches or MPI-Sintel) and
+    mirrors pairs left-right at random (``hflip``; the flow's ``u`` changes sign).
+    """
+
+    dataset: str = "cube"
+    data: str | None = None
+    loss: str = "affine"
     size: int = 64
-    num_segments: int = 7
+    num_segments: int = 5
     steps: int | None = None
     minutes: float | None = 15.0
     batch: int = 16
@@ -44,8 +63,19 @@ class TrainConfig:
     reseed_every: int = 50
     dead_usage: float = 0.01
     threads: int = 1
+    combine: str = "segments"
+    hflip: bool = True
+    hue: bool = True
+    device: str = "cpu"
 
     def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot work."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset: expected one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset == "video" and not self.data:
+            raise ValueError("data: a video run needs --data (prepare-video caches or Sintel)")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
         if self.num_segments < 2:
             raise ValueError(f"num_segments: expected >= 2, got {self.num_segments}")
         if self.size < 8 or self.size % 4:
@@ -56,79 +86,160 @@ class TrainConfig:
             raise ValueError(f"batch >= 1 and frames >= 2 expected, got {self.batch}, {self.frames}")
 
 
-def cube_data(seeds, size: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Frame pairs of the cube sequences ``seeds``: ``images (N, 3, H, W)``, ``flows (N, 2, H,
-    W)`` (exact, to the next frame) and ``labels (N, H, W)``."""
-    seqs = [render_cube_sequence(frames, size, s) for s in seeds]
-    return (torch.cat([q.frames[:-1] for q in seqs]), torch.cat([q.flows for q in seqs]),
-            torch.cat([q.labels[:-1] for q in seqs]))
+def motion_loss(name: str, masks: torch.Tensor, flows: torch.Tensor,
+                combine: str = "segments") -> torch.Tensor:
+    """The loss ``name`` (``affine``, ``entropy``, ``marginal``) of ``masks (B, L, H, W)``
+    against ``flows (B, 2, H, W)``: a scalar."""
+    if name == "affine":
+        return affine_motion_loss(masks, flows, combine=combine)
+    if name == "entropy":
+        return entropy_motion_loss(masks, flows)
+    if name == "marginal":
+        return marginal_likelihood_loss(masks, flows)
+    raise ValueError(f"loss: expected one of {LOSSES}, got {name!r}")
 
 
 @torch.no_grad()
-def evaluate(model: SegmentationNet, images: torch.Tensor, labels: torch.Tensor,
-             batch: int = 32) -> dict[str, float]:
-    """Mean matched mIoU and FG-ARI of the hard segments over the frames."""
-    model.eval()
-    mious, aris = [], []
-    for i in range(0, len(images), batch):
-        pred = model(images[i:i + batch]).argmax(1)
-        for p, t in zip(pred, labels[i:i + batch]):
-            mious.append(matched_miou(p, t))
-            if (t > 0).any():
-                aris.append(adjusted_rand_index(p, t, ignore_background=True))
-    return {"miou": float(np.mean(mious)), "fg_ari": float(np.mean(aris)) if aris else float("nan")}
+def segment_costs(name: str, masks: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """How badly each segment explains its flow, ``(L,)``: the mask-weighted mean affine
+    residual (pixels), or for the entropy loss the mean entropy of its speed histogram."""
+    if name == "entropy":
+        hist, _ = speed_histograms(masks, flows)
+        return histogram_entropy(hist).mean(0)
+    params = fit_affine(flows, masks)
+    rho = segment_squared_residuals(params, flows).sqrt()  # (B, L, N)
+    m = masks.flatten(2)
+    return (m * rho).sum((0, 2)) / m.sum((0, 2)).clamp_min(1e-6)
 
 
 @torch.no_grad()
 def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: torch.Tensor,
-                         dead_usage: float, gen: torch.Generator) -> list[int]:
+                         dead_usage: float, gen: torch.Generator, loss: str = "affine") -> list[int]:
     """Give every segment used by less than ``dead_usage`` of the pixels the head weights of the
-    worst-fitting segment plus noise; returns the re-seeded segment indices."""
+    worst-explained segment (:func:`segment_costs`) plus noise; returns the re-seeded indices.
+
+    ``masks (B, L, H, W)``, ``flows (B, 2, H, W)``: the current batch.
+    """
     usage = masks.mean((0, 2, 3))
     dead = torch.nonzero(usage < dead_usage).flatten().tolist()
     if not dead:
         return []
-    params = fit_affine(flows, masks)
-    rho = segment_squared_residuals(params, flows).sqrt()  # (B, L, N)
-    m = masks.flatten(2)
-    cost = (m * rho).sum((0, 2)) / m.sum((0, 2)).clamp_min(1e-6)
-    cost[dead] = -1
+    cost = segment_costs(loss, masks, flows).clone()
+    cost[dead] = -float("inf")
     worst = int(cost.argmax())
     w, b = model.head.weight, model.head.bias
     for d in dead:
-        w[d] = w[worst] + 0.1 * w[worst].abs().mean() * torch.randn(w[worst].shape, generator=gen)
+        noise = torch.randn(w[worst].shape, generator=gen).to(w.device)
+        w[d] = w[worst] + 0.1 * w[worst].abs().mean() * noise
         b[d] = b[worst]
     return dead
 
 
-def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-          heldout: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict[str, Any]]:
-    """Train on the cube's training sequences; write ``out/checkpoint.pt`` and ``out/metrics.jsonl``.
+@torch.no_grad()
+def predict_masks(model: SegmentationNet, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """Soft segments ``(N, L, H, W)`` of ``images (N, 3, H, W)``, in batches, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(images[i:i + batch].to(device)).softmax(1).cpu()
+                      for i in range(0, len(images), batch)])
 
-    Returns the metric records of this run (one per evaluation).
+
+@torch.no_grad()
+def evaluate(model: SegmentationNet, pairs: FlowPairs, loss: str = "affine",
+             batch: int = 32, combine: str = "segments") -> dict[str, Any]:
+    """Scores of the network on ``pairs``: ``loss`` (mean over batches), ``segment_fractions``
+    (share of the pixels each segment wins, as argmax), and where ``pairs`` has labels, the
+    mean matched ``miou`` and ``fg_ari`` of the hard segments over the frames."""
+    model.eval()
+    device = next(model.parameters()).device
+    losses, wins, mious, aris = [], None, [], []
+    for i in range(0, len(pairs), batch):
+        masks = model(pairs.images[i:i + batch].to(device)).softmax(1)
+        losses.append(float(motion_loss(loss, masks, pairs.flows[i:i + batch].to(device), combine))
+                      * len(masks))
+        pred = masks.argmax(1).cpu()
+        counts = torch.bincount(pred.flatten(), minlength=masks.shape[1])
+        wins = counts if wins is None else wins + counts
+        if pairs.labels is not None:
+            for p, t in zip(pred, pairs.labels[i:i + batch]):
+                mious.append(matched_miou(p, t))
+                if (t > 0).any():
+                    aris.append(adjusted_rand_index(p, t, ignore_background=True))
+    out: dict[str, Any] = {"loss": sum(losses) / len(pairs),
+                           "segment_fractions": (wins / wins.sum()).tolist()}
+    if pairs.labels is not None:
+        out["miou"] = float(np.mean(mious))
+        out["fg_ari"] = float(np.mean(aris)) if aris else float("nan")
+    return out
+
+
+def training_data(config: TrainConfig) -> tuple[FlowPairs, FlowPairs]:
+    """``(train, heldout)`` pairs of a run: cube sequences, or ``config.data``'s frames."""
+    if config.dataset == "cube":
+        return cube_pairs(size=config.size, frames=config.frames), heldout_cube_pairs(config.size)
+    return load_pairs(config.data, "train"), load_pairs(config.data, "heldout")
+
+
+def rotate_hue(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate the colours of ``images (B, 3, H, W)`` about the grey axis by ``angles (B,)``
+    radians (a hue shift that keeps grey grey), clipped to [0, 1]. The flow is unchanged: a
+    photometric augmentation that makes the network group by colour *differences*, not by
+    which colours a face had in the training videos."""
+    k = torch.full((3,), 3 ** -0.5, dtype=images.dtype)
+    kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=images.dtype)
+    c, s = angles.cos()[:, None, None], angles.sin()[:, None, None]
+    rot = torch.eye(3, dtype=images.dtype) + s * kx + (1 - c) * (kx @ kx)  # (B, 3, 3)
+    return torch.einsum("bij,bjhw->bihw", rot, images).clamp(0, 1)
+
+
+def _batch(pairs: FlowPairs, idx: torch.Tensor, flip: torch.Tensor | None,
+           device: str, hue: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and flows of ``idx``, mirrored left-right where ``flip`` (u negated), colours
+    rotated by ``hue`` radians (:func:`rotate_hue`)."""
+    images, flows = pairs.images[idx], pairs.flows[idx]
+    if hue is not None:
+        images = rotate_hue(images, hue)
+    if flip is not None and bool(flip.any()):
+        sign = torch.tensor([-1.0, 1.0], dtype=flows.dtype)[:, None, None]
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        flows = torch.where(flip[:, None, None, None], flows.flip(-1) * sign, flows)
+    return images.to(device), flows.to(device)
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+          data: tuple[FlowPairs, FlowPairs] | None = None) -> list[dict[str, Any]]:
+    """Train a :class:`~s3lib.models.SegmentationNet`; write ``out/checkpoint.pt`` and
+    ``out/metrics.jsonl``.
+
+    Args:
+        config: the settings. out: the run folder. resume: continue the run in ``out`` (the
+            settings must match, except ``steps`` / ``minutes``).
+        progress: a ``tqdm`` bar. data: ``(train, heldout)`` pairs instead of
+            :func:`training_data` (tests, notebooks).
+
+    Returns the metric records of this run (one per evaluation): ``step``, ``loss`` (the last
+    training batch), ``elapsed`` seconds, and :func:`evaluate`'s scores on the held-out pairs
+    (``heldout_loss``, ``segment_fractions``; ``miou`` and ``fg_ari`` for the cube).
     """
     config.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
     reproducible(config.seed, threads=config.threads)
-    images, flows, _ = cube_data(TRAIN_SEEDS, config.size, config.frames)
-    if heldout is None:
-        h_img, _, h_lab = cube_data(HELDOUT_SEEDS, config.size, 25)
-        heldout = (h_img, h_lab)
-    model = SegmentationNet(config.num_segments, config.width)
+    pairs, heldout = training_data(config) if data is None else data
+    model = SegmentationNet(config.num_segments, config.width).to(config.device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     step, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():
-        payload = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        budget = ("steps", "minutes")  # the only settings a resumed run may change
+        payload = torch.load(ckpt_path, map_location=config.device, weights_only=True)
+        budget = ("steps", "minutes", "device")  # what a resumed run may change
         saved = {k: v for k, v in payload["config"]["train"].items() if k not in budget}
         if saved != {k: v for k, v in asdict(config).items() if k not in budget}:
             raise ValueError(f"{ckpt_path}: written with other settings; use another --out")
         model.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
-        gen.set_state(payload["generator"])
+        gen.set_state(payload["generator"].cpu())
         step, elapsed = int(payload["step"]), float(payload["elapsed"])
         if log_path.exists():  # drop records past the checkpoint (a crash after logging)
             keep = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= step]
@@ -140,7 +251,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.steps, initial=step, desc="train cube")
+        bar = tqdm(total=config.steps, initial=step, desc=f"train {config.dataset}")
     start = time.perf_counter() - elapsed
 
     def done() -> bool:
@@ -149,30 +260,35 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         return config.minutes is not None and time.perf_counter() - start >= config.minutes * 60
 
     def save() -> None:
-        cfg = {"size": config.size, "train": asdict(config)}
+        size = config.size if config.dataset == "cube" else list(pairs.size)
+        cfg = {"size": size, "dataset": config.dataset, "loss": config.loss, "train": asdict(config)}
         save_checkpoint(ckpt_path, model, cfg, extra={
             "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step,
             "elapsed": time.perf_counter() - start})
 
-    loss_value = float("nan")
+    flip_p = 0.5 if (config.hflip and config.dataset == "video") else 0.0
     while not done():
         model.train()
-        idx = torch.randint(len(images), (config.batch,), generator=gen)
-        masks = model(images[idx]).softmax(1)
-        loss = affine_motion_loss(masks, flows[idx])
+        idx = torch.randint(len(pairs), (config.batch,), generator=gen)
+        flip = torch.rand(config.batch, generator=gen) < flip_p if flip_p else None
+        hue = torch.rand(config.batch, generator=gen) * 2 * math.pi if config.hue else None
+        images, flows = _batch(pairs, idx, flip, config.device, hue)
+        masks = model(images).softmax(1)
+        loss = motion_loss(config.loss, masks, flows, config.combine)
         opt.zero_grad()
         loss.backward()
         opt.step()
         step += 1
         loss_value = float(loss.detach())
         if config.reseed_every and step % config.reseed_every == 0:
-            reseed_dead_segments(model, masks.detach(), flows[idx], config.dead_usage, gen)
+            reseed_dead_segments(model, masks.detach(), flows, config.dead_usage, gen, config.loss)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
         if step % config.eval_every == 0 or done():
-            rec = {"step": step, "loss": loss_value, "elapsed": time.perf_counter() - start,
-                   **evaluate(model, *heldout)}
+            rec = {"step": step, "loss": loss_value, "elapsed": time.perf_counter() - start}
+            rec.update({("heldout_loss" if k == "loss" else k): v for k, v in
+                        evaluate(model, heldout, config.loss, combine=config.combine).items()})
             records.append(rec)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -184,10 +300,24 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     return records
 
 
-def evaluate_checkpoint(path: str | Path, frames: int = 25) -> dict[str, Any]:
-    """``s3 eval cube``: load a checkpoint and score it on the held-out sequences."""
+def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, frames: int = 25,
+                        split: str = "heldout") -> dict[str, Any]:
+    """``s3 eval cube|video``: load a checkpoint and score it on held-out data.
+
+    Cube checkpoints (``data=None``) are scored on the held-out sequences (``frames`` frames
+    each): ``miou``, ``fg_ari``, ``loss``, ``segment_fractions``. Video checkpoints need
+    ``data`` (the caches or Sintel folder) and are scored on its ``split`` pairs.
+    """
     model, config = load_checkpoint(path)
-    images, _, labels = cube_data(HELDOUT_SEEDS, int(config["size"]), frames)
-    return {**evaluate(model, images, labels), "frames": len(images),
-            "heldout_seeds": list(HELDOUT_SEEDS), "size": config["size"],
-            "num_segments": config["num_segments"]}
+    loss = config.get("loss", "affine")
+    if data is None:
+        if config.get("dataset", "cube") != "cube":
+            raise ValueError(f"{path}: a {config.get('dataset')} checkpoint; give --data")
+        pairs = heldout_cube_pairs(int(config["size"]), frames)
+        where = {"heldout_seeds": list(HELDOUT_SEEDS)}
+    else:
+        pairs = load_pairs(data, split)
+        where = {"data": str(data), "split": split}
+    result = evaluate(model, pairs, loss)
+    return {**result, "frames": len(pairs), **where, "size": config["size"],
+            "num_segments": config["num_segments"], "loss_name": loss}

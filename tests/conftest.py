@@ -38,3 +38,33 @@ def moving_texture_frames() -> np.ndarray:
     base = cv2.normalize(base, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     offsets = np.cumsum([0] + list(range(1, 8)))
     return np.stack([np.roll(base, int(o), axis=1) for o in offsets])
+
+
+@pytest.fixture(scope="session")
+def slide_video(tmp_path_factory):
+    """A synthetic clip (MJPG .avi, 20 frames, 48x32): a textured square sliding right over
+    a background sliding down."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    bg = (rng.random((80, 96, 3)) * 255).astype(np.uint8)
+    fg = (rng.random((12, 12, 3)) * 255).astype(np.uint8)
+    frames = []
+    for t in range(20):
+        f = bg[t:t + 32, 10:58].copy()
+        f[10:22, 4 + t:16 + t] = fg
+        frames.append(f)
+    path = tmp_path_factory.mktemp("clip") / "slide.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for f in frames:
+        out.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    out.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def video_cache(slide_video, tmp_path_factory):
+    """The prepare-video cache (DIS flow, gap 1) of :func:`slide_video`."""
+    from s3lib.data.video import prepare_video
+
+    return prepare_video(slide_video, tmp_path_factory.mktemp("cache") / "slide", progress=False)

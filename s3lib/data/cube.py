@@ -50,8 +50,9 @@ def _rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
 
 
 def _texture(gen: torch.Generator, size: int, hue: float) -> torch.Tensor:
-    """A ``(3, size, size)`` texture: smooth random blobs plus stripes, tinted by ``hue``."""
-    low = torch.rand(1, 3, 6, 6, generator=gen, dtype=torch.float64)
+    """A ``(3, size, size)`` texture: one saturated hue (the face's colour) modulated by
+    grey-level blobs and stripes, so faces differ in colour and every face has texture."""
+    low = torch.rand(1, 1, 6, 6, generator=gen, dtype=torch.float64)
     blobs = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=True)[0]
     mid = torch.rand(1, 1, 16, 16, generator=gen, dtype=torch.float64)
     detail = F.interpolate(mid, size=(size, size), mode="bilinear", align_corners=True)[0]
@@ -62,8 +63,8 @@ def _texture(gen: torch.Generator, size: int, hue: float) -> torch.Tensor:
     stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * freq * (xs * math.cos(angle) + ys * math.sin(angle)))
     import colorsys
 
-    tint = torch.tensor(colorsys.hsv_to_rgb(hue % 1.0, 0.75, 1.0), dtype=torch.float64)[:, None, None]
-    tex = 0.45 * tint + 0.25 * blobs + 0.15 * detail + 0.15 * stripes * tint
+    tint = torch.tensor(colorsys.hsv_to_rgb(hue % 1.0, 0.8, 1.0), dtype=torch.float64)[:, None, None]
+    tex = tint * (0.45 + 0.25 * blobs + 0.15 * detail + 0.15 * stripes)
     return tex.clamp(0, 1)
 
 
@@ -75,7 +76,8 @@ def _sample(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return out[0, :, 0].T
 
 
-def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0) -> CubeSequence:
+def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0,
+                         gap: int = 1) -> CubeSequence:
     """Render a textured cube moving over a moving textured background, with exact flow.
 
     Orthographic camera along +z; image coordinates are pixels (x right, y down). The cube
@@ -137,7 +139,7 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0) ->
     frames, flows, labels = [], [], []
     for t in range(num_frames):
         rot, centre = pose(t)
-        rot1, centre1 = pose(t + 1)
+        rot1, centre1 = pose(t + gap)
         # rays along +z from far in front; in the cube's frame: o + s d
         origin = torch.cat([pix, torch.full((n, 1), -10.0 * size, dtype=torch.float64)], 1)
         o = (origin - centre) @ rot  # rot^T (origin - c), row-wise
@@ -161,7 +163,7 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0) ->
                 uv = (q[sel][:, other] + half) / (2 * half)
                 colour[sel] = _sample(textures[f_id], uv.clamp(0, 1))
         m_t, b_t = bg_map(t)
-        m_t1, b_t1 = bg_map(t + 1)
+        m_t1, b_t1 = bg_map(t + gap)
         w = (pix - b_t) @ torch.linalg.inv(m_t).T  # texture coordinate of each pixel
         bg = label == 0
         colour[bg] = _sample(background, (w[bg] / (2 * size) + 0.5).clamp(0, 1))
@@ -170,7 +172,7 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0) ->
         flow = torch.where(hit[:, None], world1[:, :2] - pix, w @ m_t1.T + b_t1 - pix)
         frames.append(colour.T.reshape(3, size, size))
         labels.append(label.reshape(size, size))
-        if t < num_frames - 1:
+        if t < num_frames - gap:
             flows.append(flow.T.reshape(2, size, size))
     return CubeSequence(frames=torch.stack(frames).float(), flows=torch.stack(flows).float(),
                         labels=torch.stack(labels), seed=int(seed))
