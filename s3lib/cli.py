@@ -12,6 +12,8 @@ Subcommands so far:
 - ``s3 train video --data DIR --loss affine|entropy|marginal --out RUN``: the same loop on
   frames of real video (caches of ``s3 prepare-video``) or MPI-Sintel (notebooks 05-06);
   ``s3 eval video --data DIR --checkpoint CKPT --json`` scores its held-out frames.
+- ``s3 export CKPT --out SMALL.pt``: the checkpoint without its optimiser state (what the
+  notebooks load from ``notebooks/checkpoints/``).
 - ``s3 segment --checkpoint CKPT INPUT --out OUT.png``: colour the segments of an image, or of
   frames of a video as a contact sheet.
 - ``s3 prepare-video VIDEO --out DIR [--size WxH] [--flow dis|farneback] [--gap K]
@@ -151,7 +153,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          "or MPI-Sintel's folder)")
     config = TrainConfig(dataset=args.dataset, data=args.data, loss=args.loss, size=args.size,
                          num_segments=args.segments, steps=args.steps, minutes=minutes,
-                         seed=args.seed, device=args.device)
+                         seed=args.seed, device=args.device, width=args.width, batch=args.batch,
+                         lr=args.lr, augment=not args.no_augment,
+                         hue=0.0 if args.no_augment else TrainConfig.hue)
     records = train(config, args.out, resume=args.resume, progress=not args.quiet)
     last = records[-1] if records else {}
     print(json.dumps({"checkpoint": str(Path(args.out) / "checkpoint.pt"), **last}))
@@ -174,6 +178,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         shares = ", ".join(f"{f:.2f}" for f in result["segment_fractions"])
         print(f"{args.checkpoint}: held-out {result['loss_name']} loss {result['loss']:.4f} over "
               f"{result['frames']} frame pairs; segment fractions {shares}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .models import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB (weights and config of {args.checkpoint})")
     return 0
 
 
@@ -212,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="video: caches of `s3 prepare-video` (or MPI-Sintel's folder)")
     p.add_argument("--loss", choices=["affine", "entropy", "marginal"], default="affine")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--width", type=int, default=32, help="network width (default 32)")
+    p.add_argument("--batch", type=int, default=16, help="pairs per step (default 16)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="no random symmetries or hue rotation (notebook 04 shows why they help)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="train for this long (default 15)")
@@ -229,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="copy a checkpoint without its optimiser state (to share)")
+    p.add_argument("checkpoint", help="a checkpoint written by `s3 train`")
+    p.add_argument("--out", required=True, help="the smaller checkpoint to write")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("segment", help="colour the segments of an image or a video (contact sheet)")
     p.add_argument("input", help="an image, a video file or a bundled clip name")

@@ -43,8 +43,11 @@ class TrainConfig:
     """Settings of a training run (the ``s3 train`` flags).
 
     ``dataset="cube"`` renders the cube at ``size`` x ``size`` (``frames`` frames per training
-    sequence); ``dataset="video"`` reads ``data`` (prepare-video caches or MPI-Sintel) and
-    mirrors pairs left-right at random (``hflip``; the flow's ``u`` changes sign).
+    sequence); ``dataset="video"`` reads ``data`` (prepare-video caches or MPI-Sintel).
+    ``augment``: each training pair is zoomed in by a random factor in ``[1, zoom]``
+    (:func:`zoom_crop`) and transformed by a random symmetry (:func:`dihedral`: all eight of
+    the square for the cube, left-right mirroring for video), its flow transformed with it. ``hue``: the cube's colours are rotated by a random angle in ``[-hue, hue]`` radians
+    (:func:`rotate_hue`; 0: off; video keeps its colours). Both change the pictures, never the grouping the flow implies.
     """
 
     dataset: str = "cube"
@@ -64,8 +67,9 @@ class TrainConfig:
     dead_usage: float = 0.01
     threads: int = 1
     combine: str = "segments"
-    hflip: bool = True
-    hue: bool = True
+    augment: bool = True
+    hue: float = math.pi
+    zoom: float = 2.0
     device: str = "cpu"
 
     def validate(self) -> None:
@@ -192,17 +196,53 @@ def rotate_hue(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bij,bjhw->bihw", rot, images).clamp(0, 1)
 
 
-def _batch(pairs: FlowPairs, idx: torch.Tensor, flip: torch.Tensor | None,
-           device: str, hue: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and flows of ``idx``, mirrored left-right where ``flip`` (u negated), colours
-    rotated by ``hue`` radians (:func:`rotate_hue`)."""
+def dihedral(image: torch.Tensor, flow: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply symmetry ``k`` (0-7) of the square to ``image (C, H, W)`` and its flow
+    ``(2, H, W)``: bit 0 mirrors left-right (``u -> -u``), bit 1 top-bottom (``v -> -v``),
+    bit 2 swaps the axes (``(u, v) -> (v, u)``, square images only). The flow stays the true
+    motion of the transformed picture."""
+    if k & 1:
+        image, flow = image.flip(-1), flow.flip(-1) * flow.new_tensor([-1.0, 1.0])[:, None, None]
+    if k & 2:
+        image, flow = image.flip(-2), flow.flip(-2) * flow.new_tensor([1.0, -1.0])[:, None, None]
+    if k & 4:
+        image, flow = image.transpose(-1, -2), flow.transpose(-1, -2).flip(0)
+    return image, flow
+
+
+def zoom_crop(images: torch.Tensor, flows: torch.Tensor, zoom: torch.Tensor,
+              centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop a window ``1 / zoom`` of the picture's side around ``centre`` and resize it back:
+    ``images (B, 3, H, W)``, ``flows (B, 2, H, W)``, ``zoom (B,)`` >= 1, ``centre (B, 2)``
+    in [-1, 1] (x, y; scaled so the window stays inside). Bilinear resampling; the flow is
+    resampled the same way and multiplied by ``zoom`` (a motion of 1 px becomes ``zoom`` px)."""
+    b = images.shape[0]
+    s = 1.0 / zoom
+    theta = torch.zeros(b, 2, 3, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 1, 1] = s, s
+    theta[:, :, 2] = centre * (1 - s)[:, None]
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    sample = lambda x: torch.nn.functional.grid_sample(  # noqa: E731
+        x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return sample(images), sample(flows) * zoom[:, None, None, None]
+
+
+def _batch(pairs: FlowPairs, idx: torch.Tensor, sym: torch.Tensor | None,
+           device: str, hue: torch.Tensor | None = None,
+           zoom: tuple[torch.Tensor, torch.Tensor] | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and flows of ``idx``: zoomed in (:func:`zoom_crop`, ``zoom = (factors,
+    centres)``), transformed by their symmetry ``sym`` (:func:`dihedral`), colours rotated by
+    ``hue`` radians (:func:`rotate_hue`)."""
     images, flows = pairs.images[idx], pairs.flows[idx]
+    if zoom is not None:
+        images, flows = zoom_crop(images, flows, *zoom)
     if hue is not None:
         images = rotate_hue(images, hue)
-    if flip is not None and bool(flip.any()):
-        sign = torch.tensor([-1.0, 1.0], dtype=flows.dtype)[:, None, None]
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        flows = torch.where(flip[:, None, None, None], flows.flip(-1) * sign, flows)
+    if sym is not None and bool(sym.any()):
+        moved = [dihedral(i, f, int(k)) for i, f, k in zip(images, flows, sym)]
+        images = torch.stack([m[0] for m in moved])
+        flows = torch.stack([m[1] for m in moved])
     return images.to(device), flows.to(device)
 
 
@@ -266,13 +306,19 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
             "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step,
             "elapsed": time.perf_counter() - start})
 
-    flip_p = 0.5 if (config.hflip and config.dataset == "video") else 0.0
+    # symmetries that keep the data plausible: all 8 of the square for the cube (no up or
+    # down in space), left-right mirroring only for video
+    num_sym = 8 if config.dataset == "cube" and pairs.size[0] == pairs.size[1] else 2
     while not done():
         model.train()
         idx = torch.randint(len(pairs), (config.batch,), generator=gen)
-        flip = torch.rand(config.batch, generator=gen) < flip_p if flip_p else None
-        hue = torch.rand(config.batch, generator=gen) * 2 * math.pi if config.hue else None
-        images, flows = _batch(pairs, idx, flip, config.device, hue)
+        sym = torch.randint(num_sym, (config.batch,), generator=gen) if config.augment else None
+        hue = ((torch.rand(config.batch, generator=gen) * 2 - 1) * config.hue
+               if config.hue and config.dataset == "cube" else None)
+        zoom = ((1 + torch.rand(config.batch, generator=gen) * (config.zoom - 1),
+                 torch.rand(config.batch, 2, generator=gen) * 2 - 1)
+                if config.augment and config.zoom > 1 else None)
+        images, flows = _batch(pairs, idx, sym, config.device, hue, zoom)
         masks = model(images).softmax(1)
         loss = motion_loss(config.loss, masks, flows, config.combine)
         opt.zero_grad()

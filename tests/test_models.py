@@ -65,3 +65,28 @@ def test_foreign_and_malicious_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_export_keeps_the_network_and_drops_the_optimiser(tmp_path):
+    import subprocess
+    import sys
+
+    from s3lib.models import export_checkpoint
+
+    torch.manual_seed(0)
+    net = SegmentationNet(3, width=4)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.rand(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "full.pt", net, {"size": 8},
+                    extra={"optimizer": opt.state_dict(), "step": 7, "elapsed": 1.5})
+    export_checkpoint(tmp_path / "full.pt", tmp_path / "small.pt")
+    small = torch.load(tmp_path / "small.pt", weights_only=True)
+    assert "optimizer" not in small and small["step"] == 7
+    assert (tmp_path / "small.pt").stat().st_size < (tmp_path / "full.pt").stat().st_size
+    model, config = load_checkpoint(tmp_path / "small.pt")
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(model(x), net.eval()(x)) and config["size"] == 8
+    res = subprocess.run([sys.executable, "-m", "s3lib", "export", str(tmp_path / "nope.pt"),
+                          "--out", str(tmp_path / "x.pt")], capture_output=True, text=True)
+    assert res.returncode == 2 and "nope.pt" in res.stderr

@@ -2,6 +2,7 @@
 the same loop on video caches with each loss; flips that keep the flow consistent."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ import torch
 
 from s3lib.data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, video_pairs
 from s3lib.models import SegmentationNet, load_checkpoint
-from s3lib.train import (TrainConfig, _batch, evaluate, evaluate_checkpoint, motion_loss,
-                         reseed_dead_segments, segment_costs, train)
+from s3lib.train import (TrainConfig, _batch, dihedral, evaluate, evaluate_checkpoint,
+                         motion_loss, reseed_dead_segments, rotate_hue, segment_costs, train,
+                         zoom_crop)
 
 
 def tiny(steps, **kw):
@@ -112,10 +114,41 @@ def test_flipped_batches_mirror_images_and_negate_u():
     images = torch.rand(2, 3, 4, 6)
     flows = torch.randn(2, 2, 4, 6)
     pairs = FlowPairs(images, flows)
-    im, fl = _batch(pairs, torch.tensor([0, 1]), torch.tensor([True, False]), "cpu")
+    im, fl = _batch(pairs, torch.tensor([0, 1]), torch.tensor([1, 0]), "cpu")
     assert torch.equal(im[0], images[0].flip(-1)) and torch.equal(im[1], images[1])
     assert torch.equal(fl[0, 0], -flows[0, 0].flip(-1)) and torch.equal(fl[0, 1], flows[0, 1].flip(-1))
     assert torch.equal(fl[1], flows[1])
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_every_symmetry_keeps_the_flow_true_to_the_pictures(k):
+    """Frame t+1 warped back by the transformed flow matches transformed frame t as well as
+    before the transform, and a transformed pixel's flow is the transformed vector."""
+    from s3lib.data.cube import render_cube_sequence
+    from s3lib.flow import warp_error
+
+    seq = render_cube_sequence(2, 32, seed=3)
+    hwc = lambda x: x.permute(1, 2, 0).numpy()  # noqa: E731
+    before = warp_error(hwc(seq.frames[0]), hwc(seq.frames[1]), hwc(seq.flows[0]))
+    f0, fl = dihedral(seq.frames[0], seq.flows[0], k)
+    f1, _ = dihedral(seq.frames[1], seq.flows[0], k)
+    after = warp_error(hwc(f0), hwc(f1), hwc(fl))
+    assert after == pytest.approx(before, rel=1e-6)
+    wrong = warp_error(hwc(f0), hwc(f1), hwc(dihedral(seq.frames[0], -seq.flows[0], k)[1]))
+    assert wrong > 2 * before
+    rotated = warp_error(hwc(f0), hwc(f1), hwc(fl.flip(0))) if k & 3 else None
+    if rotated is not None:
+        assert rotated > 1.2 * before  # the swapped vector is not the motion
+
+
+def test_hue_rotation_keeps_grey_and_brightness_and_cycles():
+    grey = torch.full((1, 3, 2, 2), 0.4)
+    assert torch.allclose(rotate_hue(grey, torch.tensor([1.0])), grey, atol=1e-6)
+    img = torch.rand(2, 3, 4, 4) * 0.5 + 0.25
+    turned = rotate_hue(img, torch.tensor([2 * math.pi / 3, 0.0]))
+    assert torch.allclose(turned[0], img[0][[2, 0, 1]], atol=1e-5)  # 120 degrees: R -> G -> B
+    assert torch.allclose(turned[1], img[1])
+    assert torch.allclose(turned.sum(1), img.sum(1), atol=1e-5)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -156,3 +189,22 @@ def test_eval_of_a_video_checkpoint_needs_data(video_cache, tmp_path):
     train(config, tmp_path, progress=False)
     with pytest.raises(ValueError, match="--data"):
         evaluate_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_zoom_crop_is_the_identity_at_zoom_one():
+    images, flows = torch.rand(2, 3, 8, 12), torch.randn(2, 2, 8, 12)
+    im, fl = zoom_crop(images, flows, torch.ones(2), torch.zeros(2, 2))
+    assert torch.allclose(im, images, atol=1e-6) and torch.allclose(fl, flows, atol=1e-6)
+
+
+def test_zoomed_flow_is_the_motion_of_the_zoomed_pictures():
+    """An affine flow f(x) = A x + t, zoomed by 2 around the centre, is 2 f at the window's
+    points: the flow of the zoomed picture (exact for affine flow, up to float error)."""
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    a = torch.tensor([[0.02, -0.01], [0.03, 0.01]])
+    flow = torch.stack([a[0, 0] * xs + a[0, 1] * ys + 1, a[1, 0] * xs + a[1, 1] * ys - 2])[None]
+    _, zoomed = zoom_crop(torch.zeros(1, 3, 16, 16), flow, torch.tensor([2.0]), torch.zeros(1, 2))
+    # output pixel (x, y) shows input point (x / 2 + 4, y / 2 + 4) (pixel centres)
+    xin, yin = (xs + 0.5) / 2 - 0.5 + 4, (ys + 0.5) / 2 - 0.5 + 4
+    expect = 2 * torch.stack([a[0, 0] * xin + a[0, 1] * yin + 1, a[1, 0] * xin + a[1, 1] * yin - 2])
+    assert torch.allclose(zoomed[0], expect, atol=1e-4)
