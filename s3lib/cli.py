@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["affine", "entropy", "marginal"], default="affine")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--width", type=int, default=32, help="network width (default 32)")
-    p.add_argument("--batch", type=int, default=16, help="pairs per step (default 16)")
+    p.add_argument("--batch", type=int, default=8, help="pairs per step (default 8)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
     p.add_argument("--no-augment", action="store_true",
                    help="no random symmetries or hue rotation (notebook 04 shows why they help)")

@@ -57,7 +57,7 @@ class TrainConfig:
     num_segments: int = 5
     steps: int | None = None
     minutes: float | None = 15.0
-    batch: int = 16
+    batch: int = 8
     lr: float = 2e-3
     seed: int = 0
     width: int = 32
@@ -69,7 +69,7 @@ class TrainConfig:
     combine: str = "segments"
     augment: bool = True
     hue: float = math.pi
-    zoom: float = 2.0
+    zoom: float = 1.0
     device: str = "cpu"
 
     def validate(self) -> None:

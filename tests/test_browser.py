@@ -23,6 +23,8 @@ CASES = {
                                                                      "L=2, charbonnier")]),
     "03_entropy_motion_loss.ipynb": ("bins 16, noise 0.40 px:", [
         ("bins", 8, "bins 8, noise 0.40 px:"), ("noise", 0.2, "bins 8, noise 0.20 px:")]),
+    "04_cube_toy.ipynb": ("frame 12, segment 2:", [("frame", 20, "frame 20, segment 2:"),
+                                                   ("segment", 1, "frame 20, segment 1:")]),
 }
 
 

@@ -49,7 +49,7 @@ def _rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=torch.float64) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
 
 
-def _texture(gen: torch.Generator, size: int, hue: float) -> torch.Tensor:
+def _texture(gen: torch.Generator, size: int, hue: float, saturation: float = 0.8) -> torch.Tensor:
     """A ``(3, size, size)`` texture: one saturated hue (the face's colour) modulated by
     grey-level blobs and stripes, so faces differ in colour and every face has texture."""
     low = torch.rand(1, 1, 6, 6, generator=gen, dtype=torch.float64)
@@ -63,7 +63,7 @@ def _texture(gen: torch.Generator, size: int, hue: float) -> torch.Tensor:
     stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * freq * (xs * math.cos(angle) + ys * math.sin(angle)))
     import colorsys
 
-    tint = torch.tensor(colorsys.hsv_to_rgb(hue % 1.0, 0.8, 1.0), dtype=torch.float64)[:, None, None]
+    tint = torch.tensor(colorsys.hsv_to_rgb(hue % 1.0, saturation, 1.0), dtype=torch.float64)[:, None, None]
     tex = tint * (0.45 + 0.25 * blobs + 0.15 * detail + 0.15 * stripes)
     return tex.clamp(0, 1)
 

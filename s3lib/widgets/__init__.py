@@ -9,13 +9,16 @@ observer updated, and a notebook cell after the widget can call the same method 
 - :func:`boundary_explorer` (``01_grouping_model``): a region boundary scored by eq. (1)-(2).
 - :func:`freemask_explorer` (``02_affine_motion_loss``): free-mask segmentation, L / robust / noise.
 - :func:`entropy_explorer` (``03_entropy_motion_loss``): speed histograms, bins / noise.
+- :func:`cube_explorer` (``04_cube_toy``): segments, rebuilt flow and residuals along a held-out
+  cube sequence, frame / segment.
 """
 
 from .affine import FreeMaskExplorer, freemask_explorer
+from .cube import CubeExplorer, cube_explorer
 from .entropy import EntropyExplorer, entropy_explorer
 from .grouping import BoundaryExplorer, boundary_explorer
 from .overview import FlowExplorer, FlowPairView, flow_explorer, render_flow_pair
 
-__all__ = ["BoundaryExplorer", "EntropyExplorer", "FlowExplorer", "FlowPairView",
-           "FreeMaskExplorer", "boundary_explorer", "entropy_explorer", "flow_explorer",
+__all__ = ["BoundaryExplorer", "CubeExplorer", "EntropyExplorer", "FlowExplorer", "FlowPairView",
+           "FreeMaskExplorer", "boundary_explorer", "cube_explorer", "entropy_explorer", "flow_explorer",
            "freemask_explorer", "render_flow_pair"]

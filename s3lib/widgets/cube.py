@@ -1,0 +1,196 @@
+"""The cube explorer of ``notebooks/04_cube_toy.ipynb``: scrub through a held-out sequence.
+
+For each frame pair of a cube sequence (:func:`s3lib.data.pairs.cube_pairs`, exact flow and face
+labels) the explorer shows what a trained network (:class:`s3lib.models.SegmentationNet`) makes
+of it: the image, the true faces, the predicted soft segments, the exact flow, the flow rebuilt
+from the segments (:func:`s3lib.losses.affine_reconstruction`: one affine motion per segment,
+fitted by weighted least squares, recombined by the masks) and, for the chosen segment ``l``, the
+residual ``|f_u - A_l phi_u|`` of its affine motion at every pixel (inside the segment's outline
+it is what the loss pays; outside it shows where that motion would be wrong).
+
+The numbers under the picture (:func:`frame_scores`) are the frame's matched mIoU (hard segments,
+argmax, against the faces and the background), the share of the pixels the segment wins, and its
+mask-weighted mean residual in pixels, the cost by which :func:`s3lib.train.reseed_dead_segments`
+finds the worst-fitting segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._controls import QuietControls
+from ..data.cube import NUM_FACES
+from ..data.pairs import FlowPairs
+from ..losses import affine_reconstruction, fit_affine, segment_squared_residuals
+from ..metrics import matched_miou
+
+
+@dataclass
+class CubeScores:
+    """What the explorer reports for one frame and segment (see :func:`frame_scores`)."""
+
+    frame: int
+    segment: int
+    miou: float
+    share: float
+    residual: float
+
+    def summary(self) -> str:
+        """``frame F, segment L: frame mIoU ..., segment share ...%, mean residual ... px``."""
+        return (f"frame {self.frame}, segment {self.segment}: frame mIoU {self.miou:.3f}, "
+                f"segment share {self.share:.1%}, mean residual {self.residual:.3f} px")
+
+
+@torch.no_grad()
+def segment_residuals(flow: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``|f_u - A_l phi_u|`` of every segment's affine motion at every pixel: ``(L, H, W)``.
+
+    ``flow (2, H, W)`` pixels, ``masks (L, H, W)`` soft segments; ``A_l`` is
+    :func:`s3lib.losses.fit_affine` of the masks (the loss's own fit, default ridge).
+    """
+    num, h, w = masks.shape
+    params = fit_affine(flow[None], masks[None])
+    return segment_squared_residuals(params, flow[None])[0].sqrt().reshape(num, h, w)
+
+
+@torch.no_grad()
+def frame_scores(flow: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, segment: int,
+                 frame: int = 0) -> CubeScores:
+    """Scores of one frame: ``flow (2, H, W)``, ``labels (H, W)`` int64 (0 background, 1..6
+    faces), ``masks (L, H, W)`` soft segments, ``segment`` in ``0..L-1``.
+
+    - ``miou``: :func:`s3lib.metrics.matched_miou` of ``masks.argmax(0)`` against ``labels``;
+    - ``share``: fraction of the pixels where ``segment`` has the largest mask;
+    - ``residual``: ``sum_u m_lu |f_u - A_l phi_u| / sum_u m_lu`` (pixels), the segment's
+      mask-weighted mean residual (as :func:`s3lib.train.segment_costs` computes it).
+    """
+    num = masks.shape[0]
+    if not isinstance(segment, int) or isinstance(segment, bool) or not 0 <= segment < num:
+        raise ValueError(f"segment: expected an int in 0..{num - 1}, got {segment!r}")
+    hard = masks.argmax(0)
+    rho = segment_residuals(flow, masks)[segment]
+    m = masks[segment]
+    return CubeScores(frame=frame, segment=segment, miou=matched_miou(hard, labels),
+                      share=float((hard == segment).float().mean()),
+                      residual=float((m * rho).sum() / m.sum().clamp_min(1e-6)))
+
+
+def render_cube_frame(image: torch.Tensor, flow: torch.Tensor, labels: torch.Tensor,
+                      masks: torch.Tensor, segment: int, max_flow: float,
+                      title: str = "") -> bytes:
+    """The explorer's picture (PNG bytes) of one frame: image, true faces, soft segments (the
+    chosen one outlined), exact flow, rebuilt flow (both on the colour wheel scaled to
+    ``max_flow`` px) and the chosen segment's residual map with its colour bar (px)."""
+    import matplotlib.pyplot as plt
+
+    from ..viz import colorize_labels, colorize_masks, figure_to_png, show_flow, show_image
+
+    recon = affine_reconstruction(flow[None], masks[None])[0]
+    rho = segment_residuals(flow, masks)[segment]
+    outline = (masks.argmax(0) == segment).numpy().astype(float)
+    fig, axes = plt.subplots(1, 6, figsize=(14.5, 2.75),
+                             gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.25], "wspace": 0.08,
+                                          "left": 0.01, "right": 0.97, "bottom": 0.02,
+                                          "top": 0.84})  # fixed layout: fast to redraw
+    show_image(axes[0], image, "image")
+    show_image(axes[1], colorize_labels(labels, NUM_FACES + 1), "true faces (0 = background)")
+    show_image(axes[2], colorize_masks(masks), f"{masks.shape[0]} predicted segments")
+    for ax in (axes[2], axes[5]):
+        if outline.any():
+            ax.contour(outline, levels=[0.5], colors="white", linewidths=1.2)
+    show_flow(axes[3], flow, "exact flow", max_flow=max_flow)
+    show_flow(axes[4], recon, "rebuilt from the segments", max_flow=max_flow)
+    im = axes[5].imshow(rho.numpy(), cmap="magma", vmin=0, vmax=max_flow / 2)
+    axes[5].set_xticks([])
+    axes[5].set_yticks([])
+    axes[5].set_title(f"segment {segment}: |f - A phi| (px)")
+    fig.colorbar(im, ax=axes[5], shrink=0.9, pad=0.03)
+    if title:
+        fig.suptitle(title, fontsize=10, y=0.99)
+    return figure_to_png(fig)
+
+
+@dataclass
+class CubeExplorer(QuietControls):
+    """Controls ``frame`` and ``segment`` (IntSliders); ``image`` (the picture), ``info``
+    (Label: :meth:`CubeScores.summary`), ``widget`` (everything). ``masks (N, L, H, W)``: the
+    network's soft segments of every pair, computed once; ``last``: the scores shown."""
+
+    pairs: FlowPairs
+    masks: torch.Tensor
+    frame: object = field(init=False)
+    segment: object = field(init=False)
+    image: object = field(init=False)
+    info: object = field(init=False)
+    widget: object = field(init=False)
+    last: CubeScores | None = field(init=False, default=None)
+    max_flow: float = field(init=False)
+    _cache: dict = field(init=False, default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        import ipywidgets as w
+
+        self.max_flow = max(float(self.pairs.flows.norm(dim=1).max()), 1e-6)
+        self.frame = w.IntSlider(value=0, min=0, max=len(self.pairs) - 1, description="frame",
+                                 continuous_update=False)
+        self.segment = w.IntSlider(value=0, min=0, max=self.masks.shape[1] - 1,
+                                   description="segment", continuous_update=False)
+        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.info = w.Label()
+        for control in (self.frame, self.segment):
+            control.observe(self._on_change, names="value")
+        self.widget = w.VBox([w.HBox([self.frame, self.segment]), self.image, self.info])
+        self.update()
+
+    def update(self) -> str:
+        """Score and draw (or reuse) the current frame and segment."""
+        t, l = int(self.frame.value), int(self.segment.value)
+        if (t, l) not in self._cache:
+            flow, labels, masks = self.pairs.flows[t], self.pairs.labels[t], self.masks[t]
+            scores = frame_scores(flow, labels, masks, l, frame=t)
+            source = self.pairs.source[t] if self.pairs.source else f"pair {t}"
+            png = render_cube_frame(self.pairs.images[t], flow, labels, masks, l, self.max_flow,
+                                    f"{source}: {scores.summary()}")
+            self._cache[t, l] = (scores, png)
+        self.last, self.image.value = self._cache[t, l]
+        self.info.value = self.last.summary()
+        return self.info.value
+
+    def show(self, frame: int, segment: int = 0) -> str:
+        """Set both controls (one redraw) and return the summary line."""
+        n, num = len(self.pairs), self.masks.shape[1]
+        if not isinstance(frame, int) or isinstance(frame, bool) or not 0 <= frame < n:
+            raise ValueError(f"frame: expected an int in 0..{n - 1}, got {frame!r}")
+        if not isinstance(segment, int) or isinstance(segment, bool) or not 0 <= segment < num:
+            raise ValueError(f"segment: expected an int in 0..{num - 1}, got {segment!r}")
+        return self._set_controls((self.frame, frame), (self.segment, segment))
+
+
+def cube_explorer(model: torch.nn.Module, pairs: FlowPairs, frame: int = 0,
+                  segment: int = 0) -> CubeExplorer:
+    """Build the cube explorer of ``04_cube_toy.ipynb``.
+
+    Args:
+        model: a segmentation network (``images (B, 3, H, W) -> logits (B, L, H, W)``), e.g.
+            from :func:`s3lib.models.load_checkpoint`; its soft segments of every pair are
+            computed once (:func:`s3lib.train.predict_masks`, eval mode).
+        pairs: cube frame pairs with labels, e.g. one held-out sequence,
+            ``cube_pairs((HELDOUT_SEEDS[0],), size, frames)``.
+        frame, segment: the controls' first values.
+    """
+    from ..train import predict_masks
+
+    if not isinstance(pairs, FlowPairs) or pairs.labels is None or len(pairs) == 0:
+        raise ValueError("pairs: expected non-empty FlowPairs with face labels (cube_pairs)")
+    masks = predict_masks(model, pairs.images)
+    explorer = CubeExplorer(pairs=pairs, masks=masks)
+    if (frame, segment) != (0, 0):
+        explorer.show(frame, segment)
+    return explorer
+
+
+__all__ = ["CubeExplorer", "CubeScores", "cube_explorer", "frame_scores", "render_cube_frame",
+           "segment_residuals"]

@@ -1,0 +1,127 @@
+"""The cube explorer of notebook 04 without a browser: move controls, check what was redrawn.
+
+The numbers in the label are checked against a direct computation: the network's soft segments,
+the weighted least-squares fit of s3lib.losses.fit_affine, and residuals |f - A phi| built here
+from the normalised coordinates (not through the expanded form the widget uses).
+"""
+
+import re
+
+import pytest
+import torch
+
+from s3lib.data.cube import HELDOUT_SEEDS
+from s3lib.data.pairs import FlowPairs, cube_pairs
+from s3lib.grouping import homogeneous_coordinates
+from s3lib.losses import fit_affine
+from s3lib.metrics import matched_miou
+from s3lib.models import SegmentationNet
+from s3lib.widgets.cube import CubeExplorer, cube_explorer, frame_scores
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return cube_pairs((HELDOUT_SEEDS[0],), SIZE, 4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SegmentationNet(num_segments=3, width=4).eval()
+
+
+@pytest.fixture(scope="module")
+def explorer(model, pairs):
+    return cube_explorer(model, pairs)
+
+
+def reference(model, pairs, frame: int, segment: int) -> dict[str, float]:
+    """mIoU, share and mean residual of one frame and segment, computed without the widget."""
+    with torch.no_grad():
+        masks = model(pairs.images[frame:frame + 1]).softmax(1)  # (1, L, H, W)
+    flow = pairs.flows[frame:frame + 1]
+    params = fit_affine(flow, masks)[0, segment]  # (2, 3)
+    phi = homogeneous_coordinates(SIZE, SIZE)  # (3, H, W)
+    pred = torch.einsum("ck,khw->chw", params, phi)
+    rho = (flow[0] - pred).norm(dim=0)
+    m = masks[0, segment]
+    hard = masks[0].argmax(0)
+    return {"miou": matched_miou(hard, pairs.labels[frame]),
+            "share": float((hard == segment).float().mean()),
+            "residual": float((m * rho).sum() / m.sum())}
+
+
+def label_numbers(text: str) -> dict[str, float]:
+    found = re.fullmatch(r"frame (\d+), segment (\d+): frame mIoU (\d\.\d+), segment share "
+                         r"(\d+\.\d)%, mean residual (\d+\.\d+) px", text)
+    assert found, text
+    return {"frame": int(found[1]), "segment": int(found[2]), "miou": float(found[3]),
+            "share": float(found[4]) / 100, "residual": float(found[5])}
+
+
+def test_initial_state(explorer):
+    assert explorer.image.value[:8] == PNG
+    assert explorer.info.value.startswith("frame 0, segment 0:")
+    assert explorer.widget.children[-1] is explorer.info
+    assert (explorer.frame.max, explorer.segment.max) == (2, 2)
+
+
+def test_each_control_redraws(explorer):
+    explorer.show(0, 0)
+    for control, value, text in ((explorer.frame, 2, "frame 2, segment 0:"),
+                                 (explorer.segment, 1, "frame 2, segment 1:")):
+        png, info = explorer.image.value, explorer.info.value
+        control.value = value
+        assert explorer.image.value != png and explorer.info.value != info
+        assert explorer.info.value.startswith(text)
+
+
+@pytest.mark.parametrize("frame, segment", [(0, 0), (1, 2), (2, 1)])
+def test_label_numbers_match_a_direct_computation(explorer, model, pairs, frame, segment):
+    line = explorer.show(frame, segment)
+    shown, ref = label_numbers(line), reference(model, pairs, frame, segment)
+    assert (shown["frame"], shown["segment"]) == (frame, segment)
+    assert shown["miou"] == pytest.approx(ref["miou"], abs=6e-4)
+    assert shown["share"] == pytest.approx(ref["share"], abs=6e-4)
+    assert shown["residual"] == pytest.approx(ref["residual"], abs=6e-4)
+    assert explorer.last.residual == pytest.approx(ref["residual"], rel=1e-3, abs=1e-5)
+
+
+def test_the_true_faces_score_perfectly(pairs):
+    """With the faces as segments, mIoU is 1 and every large face's affine fit is exact (the
+    ridge of the fit shrinks the motion of a face of a few pixels towards zero)."""
+    labels = pairs.labels[0]
+    masks = torch.nn.functional.one_hot(labels, 7).permute(2, 0, 1).double()
+    for face in labels.unique().tolist():
+        scores = frame_scores(pairs.flows[0].double(), labels, masks, face)
+        assert scores.miou == pytest.approx(1.0)
+        assert scores.share == pytest.approx(float((labels == face).float().mean()))
+        if scores.share > 0.1:
+            assert scores.residual < 0.05
+
+
+def test_a_broken_observer_is_detected(monkeypatch, model, pairs):
+    """The control test above fails when the observer is disabled."""
+    monkeypatch.setattr(CubeExplorer, "_on_change", lambda self, change: None)
+    with pytest.raises(AssertionError):
+        test_each_control_redraws(cube_explorer(model, pairs))
+
+
+@pytest.mark.parametrize("frame, segment", [(3, 0), (-1, 0), (0, 3), (0, -1), (1.0, 0),
+                                            (True, 0), (0, None)])
+def test_bad_controls(explorer, frame, segment):
+    with pytest.raises(ValueError):
+        explorer.show(frame, segment)
+
+
+def test_bad_pairs(model, pairs):
+    unlabelled = FlowPairs(pairs.images, pairs.flows)
+    with pytest.raises(ValueError, match="labels"):
+        cube_explorer(model, unlabelled)
+    with pytest.raises(ValueError):
+        cube_explorer(model, pairs.images)
+    with pytest.raises(ValueError):
+        cube_explorer(model, pairs, frame=5)
