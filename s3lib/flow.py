@@ -1,11 +1,13 @@
-"""Optical flow: ``.flo`` files, the Middlebury colour wheel, OpenCV estimation, warping.
+"""Optical flow: ``.flo`` files, the Middlebury colour wheel, OpenCV estimation, warping,
+forward-backward consistency.
 
 Conventions (``COURSE.md``): a flow field stores, for each pixel ``u`` of frame ``t``, the
 displacement in pixels to where it is in frame ``t+1`` (forward flow); channel 0 is x (right),
 channel 1 is y (down). NumPy arrays here use OpenCV's layout ``(H, W, 2)``; torch tensors use the
 course layout ``(B, 2, H, W)`` or ``(2, H, W)``.
 
-Explained in ``notebooks/00_overview.ipynb``.
+Explained in ``notebooks/00_overview.ipynb``; how noisy estimated flow is (forward-backward
+consistency, DIS vs Farneback) in ``notebooks/06_real_video_entropy.ipynb``.
 """
 
 from __future__ import annotations
@@ -340,3 +342,82 @@ def warp_error(frame0, frame1, flow) -> float:
     diff = np.abs(f0 - warped.astype(np.float64))
     diff = diff.mean(-1) if diff.ndim == 3 else diff
     return float(diff[valid].mean()) if valid.any() else float("nan")
+
+
+# ----------------------------------------------------------------------------- consistency
+def forward_backward_error(flow_fw, flow_bw, return_valid: bool = False):
+    """Round-trip error of a forward and a backward flow: how far a pixel lands from where it
+    started after following ``flow_fw`` to the next frame and ``flow_bw`` back.
+
+    ``err(u) = |f_fw(u) + f_bw(u + f_fw(u))|`` pixels, the backward flow sampled bilinearly at
+    the (sub-pixel) landing point (:func:`warp`). Exact flow gives 0 wherever the pixel is
+    visible in both frames; estimated flow gives a positive error whose size says how far the
+    two estimates disagree. Occluded pixels (visible in one frame only) have no true backward
+    flow and fail the check even for exact flow. Explained in
+    ``notebooks/06_real_video_entropy.ipynb``.
+
+    Args:
+        flow_fw: forward flow frame t -> t+1, NumPy ``(H, W, 2)`` or torch ``(2, H, W)``.
+        flow_bw: backward flow frame t+1 -> t, same layout and size.
+        return_valid: also return where the landing point ``u + f_fw(u)`` lies inside frame
+            t+1 (elsewhere the backward flow is sampled at the border, and the error means
+            little).
+
+    Returns:
+        ``(H, W)`` float32 error in pixels, and the ``(H, W)`` bool validity mask when
+        ``return_valid``.
+    """
+    fw = _finite_hw2(flow_fw, "flow_fw")
+    bw = _finite_hw2(flow_bw, "flow_bw")
+    if fw.shape != bw.shape:
+        raise ValueError(f"flow_fw {fw.shape} and flow_bw {bw.shape} differ in size")
+    back, valid = warp(bw, fw, return_valid=True)  # back[u] = f_bw(u + f_fw(u))
+    err = np.sqrt(((fw + back) ** 2).sum(-1)).astype(np.float32)
+    return (err, valid) if return_valid else err
+
+
+def forward_backward_consistent(flow_fw, flow_bw, rel_tol: float = 0.01,
+                                abs_tol: float = 0.5) -> np.ndarray:
+    """Pixels whose forward and backward flow agree (Sundaram, Brox & Keutzer, ECCV 2010):
+
+    ``|f_fw(u) + f_bw(u')|^2 < rel_tol (|f_fw(u)|^2 + |f_bw(u')|^2) + abs_tol``, with
+    ``u' = u + f_fw(u)`` inside the image. ``abs_tol`` is in squared pixels (0.5 px^2: a
+    round trip of up to about 0.7 px passes); ``rel_tol`` lets fast motion err a little more.
+
+    Args:
+        flow_fw, flow_bw: as in :func:`forward_backward_error`.
+        rel_tol, abs_tol: the two tolerances (>= 0, not both 0).
+
+    Returns:
+        ``(H, W)`` bool: True where the two flows are consistent (and the pixel stays inside).
+    """
+    if not (rel_tol >= 0 and abs_tol >= 0 and rel_tol + abs_tol > 0):
+        raise ValueError(f"rel_tol, abs_tol: expected non-negative tolerances, not both 0, got "
+                         f"{rel_tol!r}, {abs_tol!r}")
+    fw = _finite_hw2(flow_fw, "flow_fw")
+    bw = _finite_hw2(flow_bw, "flow_bw")
+    if fw.shape != bw.shape:
+        raise ValueError(f"flow_fw {fw.shape} and flow_bw {bw.shape} differ in size")
+    back, valid = warp(bw, fw, return_valid=True)
+    fw64, back64 = fw.astype(np.float64), back.astype(np.float64)
+    lhs = ((fw64 + back64) ** 2).sum(-1)
+    rhs = rel_tol * ((fw64 ** 2).sum(-1) + (back64 ** 2).sum(-1)) + abs_tol
+    return (lhs < rhs) & valid
+
+
+def _finite_hw2(flow, name: str) -> np.ndarray:
+    """A finite flow as float32 ``(H, W, 2)`` (NumPy, or torch ``(2, H, W)``); else ValueError."""
+    if hasattr(flow, "detach"):
+        if flow.ndim != 3 or flow.shape[0] != 2:
+            raise ValueError(f"{name}: expected a (2, H, W) tensor, got shape {tuple(flow.shape)}")
+        arr = flow.detach().cpu().permute(1, 2, 0).numpy()
+    else:
+        arr = np.asarray(flow)
+    if arr.ndim != 3 or arr.shape[2] != 2 or min(arr.shape[:2]) < 1:
+        raise ValueError(f"{name}: expected an (H, W, 2) flow, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name}: expected a real-valued flow, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+    return arr

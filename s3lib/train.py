@@ -47,7 +47,8 @@ class TrainConfig:
     ``augment``: each training pair is zoomed in by a random factor in ``[1, zoom]``
     (:func:`zoom_crop`) and transformed by a random symmetry (:func:`dihedral`: all eight of
     the square for the cube, left-right mirroring for video), its flow transformed with it. ``hue``: the cube's colours are rotated by a random angle in ``[-hue, hue]`` radians
-    (:func:`rotate_hue`; 0: off; video keeps its colours). Both change the pictures, never the grouping the flow implies.
+    (:func:`rotate_hue`; 0: off; video keeps its colours). ``plain_steps``: the first steps
+    without any augmentation (a curriculum: faces first, then invariance). Both change the pictures, never the grouping the flow implies.
     """
 
     dataset: str = "cube"
@@ -70,6 +71,7 @@ class TrainConfig:
     augment: bool = True
     hue: float = math.pi
     zoom: float = 1.0
+    plain_steps: int = 0
     device: str = "cpu"
 
     def validate(self) -> None:
@@ -312,12 +314,13 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     while not done():
         model.train()
         idx = torch.randint(len(pairs), (config.batch,), generator=gen)
-        sym = torch.randint(num_sym, (config.batch,), generator=gen) if config.augment else None
+        augment = config.augment and step >= config.plain_steps
+        sym = torch.randint(num_sym, (config.batch,), generator=gen) if augment else None
         hue = ((torch.rand(config.batch, generator=gen) * 2 - 1) * config.hue
-               if config.hue and config.dataset == "cube" else None)
+               if augment and config.hue and config.dataset == "cube" else None)
         zoom = ((1 + torch.rand(config.batch, generator=gen) * (config.zoom - 1),
                  torch.rand(config.batch, 2, generator=gen) * 2 - 1)
-                if config.augment and config.zoom > 1 else None)
+                if augment and config.zoom > 1 else None)
         images, flows = _batch(pairs, idx, sym, config.device, hue, zoom)
         masks = model(images).softmax(1)
         loss = motion_loss(config.loss, masks, flows, config.combine)

@@ -1,0 +1,228 @@
+"""The video explorer of notebook 06 without a browser: move controls, check what was redrawn.
+
+A small two-shot clip (a textured square sliding over a background, then the same scene much
+darker: a hard cut) is cached with prepare_video; two small untrained networks stand in for
+the trained ones. The numbers in the label are checked against s3lib.losses on masks and speed
+bands built here independently of the widget module.
+"""
+
+import math
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from s3lib.data.video import load_cache, prepare_video
+from s3lib.losses import affine_motion_loss, entropy_motion_loss
+from s3lib.models import SegmentationNet, save_checkpoint
+from s3lib.widgets.video import (VideoExplorer, explained_variance, frame_status, one_hot,
+                                 segmentation_scores, speed_bands, stripes, video_explorer)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+CUT = 12  # the first frame of the second shot
+
+
+@pytest.fixture(scope="module")
+def two_shot_cache(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    bg = cv2.GaussianBlur((rng.random((80, 96, 3)) * 255).astype(np.float32), (0, 0), 1.0)
+    bg = bg.clip(0, 255).astype(np.uint8)
+    fg = (rng.random((12, 12, 3)) * 255).astype(np.uint8)
+    frames = []
+    for t in range(22):
+        f = bg[t:t + 32, 10:58].copy()
+        f[10:22, 4 + 2 * t % 30:16 + 2 * t % 30] = fg
+        frames.append(f if t < CUT else (f // 5))  # second shot: much darker
+    path = tmp_path_factory.mktemp("clip") / "twoshot.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for f in frames:
+        out.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    out.release()
+    cache = load_cache(prepare_video(path, tmp_path_factory.mktemp("cache") / "twoshot",
+                                     progress=False))
+    assert cache.cuts == [CUT], cache.cuts
+    return cache
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return {"net A": SegmentationNet(3, width=4).eval(),
+            "net B": SegmentationNet(3, width=4).eval()}
+
+
+@pytest.fixture(scope="module")
+def explorer(two_shot_cache, nets):
+    return video_explorer(two_shot_cache, nets, bins=16, segments=3)
+
+
+def reference(cache, nets, t, bins, segments):
+    """Both losses of every segmentation of frame t, computed without the widget module."""
+    p = int(np.nonzero(cache.pairs[:, 0] == t)[0][0])
+    flow = torch.from_numpy(np.asarray(cache.flows[p], np.float32)).permute(2, 0, 1)[None]
+    image = torch.from_numpy(np.array(cache.frames[t])).permute(2, 0, 1)[None].float() / 255
+    segs = {}
+    for name, net in nets.items():
+        with torch.no_grad():
+            lab = net(image).argmax(1)[0]
+        segs[name] = torch.stack([(lab == k).float() for k in range(3)])[None]
+    speed = flow[0].norm(dim=0).numpy()
+    cuts = np.quantile(speed.astype(np.float64), np.arange(1, segments) / segments)
+    band = np.searchsorted(cuts, speed, side="right")
+    segs[f"{segments} speed bands"] = torch.stack(
+        [torch.from_numpy(band == k).float() for k in range(segments)])[None]
+    segs["one segment"] = torch.ones(1, 1, *speed.shape)
+    return ({k: float(entropy_motion_loss(m, flow, bins=bins)) for k, m in segs.items()},
+            {k: float(affine_motion_loss(m, flow)) for k, m in segs.items()})
+
+
+def label_numbers(text, which):
+    part = re.search(rf"{which} loss \((?:nats|px)\) ([^;]*)", text).group(1)
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"([A-Za-z0-9 ]+?) (-?\d+\.\d+)(?:, |$)", part)}
+
+
+def test_initial_state_is_the_first_held_out_frame(explorer, two_shot_cache):
+    assert isinstance(explorer, VideoExplorer)
+    assert explorer.image.value[:8] == PNG
+    # shot 0 = frames 0..11: the last round(0.2 * 12) = 2 frames are held out
+    assert explorer.frame.value == 10
+    assert explorer.info.value.startswith("frame 10, bins 16, segments 3: held-out;")
+    assert explorer.widget.children[-1] is explorer.info
+    assert explorer.frame.max == len(two_shot_cache.frames) - 1
+
+
+@pytest.mark.parametrize("frame, bins, segments", [(10, 16, 3), (10, 32, 5), (3, 8, 1),
+                                                    (19, 40, 4)])
+def test_label_numbers_match_the_losses(explorer, two_shot_cache, nets, frame, bins, segments):
+    line = explorer.show(bins=bins, segments=segments, frame=frame)
+    ent, aff = reference(two_shot_cache, nets, frame, bins, segments)
+    shown_e, shown_a = label_numbers(line, "entropy"), label_numbers(line, "affine")
+    assert list(shown_e) == list(ent) and list(shown_a) == list(aff)
+    for name in ent:
+        assert shown_e[name] == pytest.approx(ent[name], abs=6e-5), name
+        assert shown_a[name] == pytest.approx(aff[name], abs=6e-5), name
+        assert explorer.last.entropy[name] == pytest.approx(ent[name], rel=1e-5), name
+    # H(V|S) >= H(V) - log L for every segmentation; one segment scores H(V) itself
+    h_v = ent["one segment"]
+    assert ent[f"{segments} speed bands"] >= h_v - math.log(segments) - 1e-6
+    assert all(v <= h_v + 1e-6 for v in ent.values())
+
+
+def test_moving_each_slider_redraws(explorer):
+    explorer.show(bins=16, segments=3, frame=10)
+    for control, value, prefix in [(explorer.bins, 24, "frame 10, bins 24, segments 3:"),
+                                   (explorer.segments, 5, "frame 10, bins 24, segments 5:"),
+                                   (explorer.frame, 4, "frame 4, bins 24, segments 5: training;")]:
+        before_png, before_info = explorer.image.value, explorer.info.value
+        control.value = value  # the observer, as a reader moving the slider
+        assert explorer.image.value != before_png
+        assert explorer.info.value != before_info
+        assert explorer.info.value.startswith(prefix), explorer.info.value
+
+
+def test_more_speed_bands_lower_their_entropy_loss(explorer):
+    losses = []
+    for segments in (1, 2, 4, 8):
+        explorer.show(bins=32, segments=segments, frame=10)
+        losses.append(explorer.last.entropy[f"{segments} speed bands"])
+    assert losses[0] == pytest.approx(explorer.last.entropy["one segment"], abs=1e-6)
+    assert losses == sorted(losses, reverse=True) and losses[-1] < losses[0]
+
+
+def test_frames_without_a_pair_say_so(explorer, two_shot_cache):
+    line = explorer.show(bins=32, segments=8, frame=CUT - 1)
+    assert line.startswith(f"frame {CUT - 1}, bins 32, segments 8: last frame of shot 0; no flow")
+    assert explorer.last.entropy == {} and explorer.image.value[:8] == PNG
+    last = len(two_shot_cache.frames) - 1
+    assert explorer.show(frame=last).startswith(f"frame {last}, bins 32, segments 8: last frame "
+                                                f"of shot 1")
+    assert explorer.show(frame=CUT).startswith(f"frame {CUT}, bins 32, segments 8: training")
+
+
+def test_frame_status(two_shot_cache):
+    # shot 1 = frames 12..21: held out from frame 20 on; pair 19 -> 20 straddles the split
+    status = [frame_status(two_shot_cache, t) for t in range(CUT, 22)]
+    assert status == ["training"] * 7 + ["between training and held-out", "held-out",
+                                         "last frame of shot 1"]
+
+
+def test_checkpoint_paths_are_loaded(two_shot_cache, nets, tmp_path):
+    path = tmp_path / "a.pt"
+    save_checkpoint(path, nets["net A"], {"size": [32, 48]})
+    ex = video_explorer(two_shot_cache, {"from file": path, "net B": nets["net B"]}, bins=16,
+                        segments=3, frame=10)
+    assert "from file" in ex.last.entropy
+    assert ex.last.entropy["from file"] == pytest.approx(
+        reference(two_shot_cache, nets, 10, 16, 3)[0]["net A"], abs=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [{"bins": 1}, {"bins": 65}, {"bins": 2.5}, {"bins": True},
+                                    {"segments": 0}, {"segments": 11}, {"frame": -1},
+                                    {"frame": 22}, {"frame": "10"}])
+def test_show_rejects_values_outside_the_controls(explorer, kwargs):
+    before = explorer.info.value
+    with pytest.raises(ValueError):
+        explorer.show(**kwargs)
+    assert explorer.info.value == before
+
+
+def test_bad_builder_arguments_are_rejected(two_shot_cache, nets, tmp_path):
+    with pytest.raises(ValueError):
+        video_explorer(two_shot_cache, {})
+    with pytest.raises(ValueError):
+        video_explorer(two_shot_cache, {"x": 3})
+    with pytest.raises(ValueError):  # networks with different L
+        video_explorer(two_shot_cache, {"a": nets["net A"], "b": SegmentationNet(4, width=4)})
+    with pytest.raises(ValueError):
+        video_explorer(two_shot_cache, nets, bins=0)
+    with pytest.raises(ValueError):
+        video_explorer(two_shot_cache, nets, frame=99)
+    with pytest.raises(FileNotFoundError):
+        video_explorer(tmp_path / "no-cache", nets)
+
+
+# ----------------------------------------------------------------------------- scoring helpers
+def test_one_hot_speed_bands_and_stripes():
+    lab = torch.tensor([[0, 1], [2, 1]])
+    m = one_hot(lab, 3)
+    assert m.shape == (1, 3, 2, 2) and torch.equal(m.sum(1), torch.ones(1, 2, 2))
+    flow = torch.stack([torch.arange(40.0).reshape(5, 8), torch.zeros(5, 8)])
+    bands = speed_bands(flow, 4)
+    assert torch.equal(torch.bincount(bands.flatten()), torch.tensor([10, 10, 10, 10]))
+    assert torch.equal(bands, (torch.arange(40).reshape(5, 8) // 10))
+    assert torch.equal(speed_bands(flow, 1), torch.zeros(5, 8, dtype=torch.int64))
+    s = stripes(3, 10, 5)
+    assert s[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and torch.equal(s[0], s[2])
+
+
+def test_explained_variance_and_scores():
+    lab = stripes(6, 8, 2)
+    flow = torch.stack([lab.float() * 3 - 1, torch.zeros(6, 8)])  # two translations
+    assert explained_variance(lab, flow) == pytest.approx(1.0)
+    assert explained_variance(torch.zeros(6, 8, dtype=torch.int64), flow) == pytest.approx(0.0)
+    noisy = flow + 0.1 * torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(0))
+    assert 0.9 < explained_variance(lab, noisy) < 1.0
+    # speeds 1 and 2 px fall on bin centres 0, 1, 2 of three bins: one full bin per segment
+    s = segmentation_scores(lab, flow, 2, bins=3)
+    assert s["entropy"] == pytest.approx(0.0, abs=1e-6) and s["affine"] < 1e-3
+    one = segmentation_scores(torch.zeros(6, 8, dtype=torch.int64), flow, 1, bins=3)
+    assert one["entropy"] == pytest.approx(math.log(2), abs=1e-5)  # two equal speeds
+
+
+@pytest.mark.parametrize("call", [
+    lambda: one_hot(torch.tensor([[0, 3]]), 3),                  # label out of range
+    lambda: one_hot(torch.tensor([[0.0, 1.0]]), 2),              # not int64
+    lambda: speed_bands(torch.zeros(3, 4, 4), 2),                # not (2, H, W)
+    lambda: speed_bands(torch.full((2, 4, 4), float("nan")), 2), # NaN flow
+    lambda: speed_bands(torch.zeros(2, 4, 4), 0),                # no bands
+    lambda: stripes(4, 3, 5),                                    # more stripes than columns
+    lambda: explained_variance(torch.zeros(4, 5, dtype=torch.int64), torch.zeros(2, 4, 4)),
+    lambda: segmentation_scores(torch.zeros(4, 4, dtype=torch.int64), torch.zeros(2, 4, 4), 1,
+                                bins=1),
+])
+def test_bad_input_raises_value_error(call):
+    with pytest.raises(ValueError):
+        call()
