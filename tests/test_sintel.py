@@ -162,3 +162,31 @@ def test_bad_arguments(tree):
         SintelFlow(tree, pass_name="albedo")
     with pytest.raises(IndexError):
         SintelFlow(tree)[5]
+
+
+def test_sintel_pairs_resize_split_and_train(tmp_path):
+    """MPI-Sintel as training data: the last scenes by name are held out, frames and flow are
+    resized together (flow vectors scaled), and `s3 train video --data` accepts the folder."""
+    from s3lib.data.pairs import is_sintel, load_pairs, sintel_pairs
+    from s3lib.train import TrainConfig, train
+
+    scenes = {"alley_1": 3, "bamboo_1": 3, "cave_2": 2, "market_2": 3}
+    root = make_tree(tmp_path / "sintel", scenes)
+    assert is_sintel(root) and is_sintel(tmp_path) and not is_sintel(tmp_path / "sintel" / "test")
+    train_p = sintel_pairs(root, "train", size=(12, 16), heldout_scenes=2)
+    held = sintel_pairs(root, "heldout", size=(12, 16), heldout_scenes=2)
+    assert [s.split(":")[0] for s in train_p.source] == ["alley_1"] * 2 + ["bamboo_1"] * 2
+    assert [s.split(":")[0] for s in held.source] == ["cave_2"] + ["market_2"] * 2
+    assert train_p.images.shape == (4, 3, 12, 16) and train_p.flows.shape == (4, 2, 12, 16)
+    # halving the picture halves the motion: mean of the 2x2 block, times 0.5
+    full = torch.from_numpy(flow_of("alley_1", 1)).permute(2, 0, 1)
+    expect = torch.nn.functional.avg_pool2d(full[None], 2)[0] * 0.5
+    assert torch.allclose(train_p.flows[0], expect, atol=1e-5)
+    with pytest.raises(ValueError, match="need more than 4"):
+        sintel_pairs(root, "train", size=(12, 16), heldout_scenes=4)
+    default = load_pairs(root, "heldout")  # the default: the last 3 scenes held out
+    assert sorted({s.split(":")[0] for s in default.source}) == ["bamboo_1", "cave_2", "market_2"]
+    config = TrainConfig(dataset="video", data=str(root), num_segments=2, steps=1, minutes=None,
+                         batch=1, width=4)
+    records = train(config, tmp_path / "run", progress=False)
+    assert records[-1]["step"] == 1

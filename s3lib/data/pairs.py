@@ -110,11 +110,14 @@ def sintel_pairs(root: str | os.PathLike, split: str = "train", size: tuple[int,
     ``split="heldout"``: the last ``heldout_scenes`` scenes by name, ``"train"``: the others."""
     from .sintel import SintelFlow
 
-    scenes = SintelFlow(root, pass_name=pass_name).scenes()
-    names = sorted(dict.fromkeys(scenes))
-    chosen = names[-heldout_scenes:] if split == "heldout" else names[:-heldout_scenes]
     if split not in ("train", "heldout"):
         raise ValueError(f"split: expected 'train' or 'heldout', got {split!r}")
+    scenes = SintelFlow(root, pass_name=pass_name).scenes()
+    names = sorted(dict.fromkeys(scenes))
+    if len(names) <= heldout_scenes:
+        raise ValueError(f"{root}: {len(names)} Sintel scene(s); need more than {heldout_scenes} "
+                         f"(the last {heldout_scenes} by name are held out)")
+    chosen = names[-heldout_scenes:] if split == "heldout" else names[:-heldout_scenes]
     ds = SintelFlow(root, pass_name=pass_name, scenes=chosen)
     items = [ds[i] for i in range(len(ds))]
     return _crop4(FlowPairs(torch.stack([_resize(it["image1"], size, False) for it in items]),
