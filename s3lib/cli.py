@@ -163,7 +163,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .setup import reproducible
     from .train import evaluate_checkpoint
+
+    reproducible(0)  # one thread, as in training and the notebooks: the same digits
 
     if args.dataset == "video" and not args.data:
         raise ValueError("eval video: --data DIR is required (the caches it was trained on)")

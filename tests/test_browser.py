@@ -25,6 +25,8 @@ CASES = {
         ("bins", 8, "bins 8, noise 0.40 px:"), ("noise", 0.2, "bins 8, noise 0.20 px:")]),
     "04_cube_toy.ipynb": ("frame 12, segment 2:", [("frame", 20, "frame 20, segment 2:"),
                                                    ("segment", 1, "frame 20, segment 1:")]),
+    "05_sintel.ipynb": ("frame 6, segment 2:", [("frame", 2, "frame 2, segment 2:"),
+                                                ("segment", 1, "frame 2, segment 1:")]),
     "06_real_video_entropy.ipynb": ("frame 70, bins 32, segments 5:", [
         ("bins", 16, "frame 70, bins 16, segments 5:"),
         ("segments", 3, "frame 70, bins 16, segments 3:"),

@@ -11,6 +11,8 @@ observer updated, and a notebook cell after the widget can call the same method 
 - :func:`entropy_explorer` (``03_entropy_motion_loss``): speed histograms, bins / noise.
 - :func:`cube_explorer` (``04_cube_toy``): segments, rebuilt flow and residuals along a held-out
   cube sequence, frame / segment.
+- :func:`segment_fit_explorer` (``05_sintel``): one segment's affine fit and residual on a frame
+  of an animated film, frame / segment.
 - :func:`video_explorer` (``06_real_video_entropy``): segments and speed histograms of real
   footage, bins / segments / frame.
 """
@@ -20,8 +22,10 @@ from .cube import CubeExplorer, cube_explorer
 from .entropy import EntropyExplorer, entropy_explorer
 from .grouping import BoundaryExplorer, boundary_explorer
 from .overview import FlowExplorer, FlowPairView, flow_explorer, render_flow_pair
+from .sintel import SegmentFitExplorer, segment_fit_explorer
 from .video import VideoExplorer, video_explorer
 
 __all__ = ["BoundaryExplorer", "CubeExplorer", "EntropyExplorer", "FlowExplorer", "FlowPairView",
            "FreeMaskExplorer", "boundary_explorer", "cube_explorer", "entropy_explorer", "flow_explorer",
-           "freemask_explorer", "render_flow_pair", "VideoExplorer", "video_explorer"]
+           "freemask_explorer", "render_flow_pair", "SegmentFitExplorer", "segment_fit_explorer",
+           "VideoExplorer", "video_explorer"]
