@@ -32,6 +32,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -144,18 +148,33 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+def train_config(argv: list[str]) -> TrainConfig:
+    """The :class:`~s3lib.train.TrainConfig` that ``s3 train ARGV...`` runs, e.g.
+    ``train_config(["cube", "--out", "runs/cube"])`` (notebook 04 prints the defaults with it)."""
+    args = build_parser().parse_args(["train", *argv])
+    return _config_from_args(args)
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from .train import TrainConfig
 
     minutes = None if args.steps is not None else (15.0 if args.minutes is None else args.minutes)
     if args.dataset == "video" and not args.data:
         raise ValueError("train video: --data DIR is required (caches of `s3 prepare-video`, "
                          "or MPI-Sintel's folder)")
-    config = TrainConfig(dataset=args.dataset, data=args.data, loss=args.loss, size=args.size,
-                         num_segments=args.segments, steps=args.steps, minutes=minutes,
-                         seed=args.seed, device=args.device, width=args.width, batch=args.batch,
-                         lr=args.lr, augment=not args.no_augment,
-                         hue=0.0 if args.no_augment else TrainConfig.hue)
+    return TrainConfig(dataset=args.dataset, data=args.data, loss=args.loss, size=args.size,
+                       num_segments=args.segments, steps=args.steps, minutes=minutes,
+                       seed=args.seed, device=args.device, width=args.width, levels=args.levels,
+                       batch=args.batch, lr=args.lr, schedule=args.schedule,
+                       dead_by=args.dead_by, reseed_until=args.reseed_until,
+                       threads=args.threads, augment=not args.no_augment,
+                       hue=0.0 if args.no_augment else TrainConfig.hue)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    config = _config_from_args(args)
     records = train(config, args.out, resume=args.resume, progress=not args.quiet)
     last = records[-1] if records else {}
     print(json.dumps({"checkpoint": str(Path(args.out) / "checkpoint.pt"), **last}))
@@ -227,9 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="video: caches of `s3 prepare-video` (or MPI-Sintel's folder)")
     p.add_argument("--loss", choices=["affine", "entropy", "marginal"], default="affine")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--width", type=int, default=32, help="network width (default 32)")
+    p.add_argument("--width", type=int, default=16,
+                   help="channels of the network's full-resolution level (default 16)")
+    p.add_argument("--levels", type=int, default=4,
+                   help="poolings of the U-Net (default 4; the first checkpoints used 2)")
     p.add_argument("--batch", type=int, default=8, help="pairs per step (default 8)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning rate: cosine decay to 0 over the budget (default) or constant")
+    p.add_argument("--dead-by", choices=["wins", "mass"], default="wins",
+                   help="a segment is dead (re-seeded) when it wins, or holds, < 1%% of the "
+                        "pixels (default wins)")
+    p.add_argument("--reseed-until", type=float, default=0.75,
+                   help="stop re-seeding dead segments once this share of the budget is spent "
+                        "(default 0.75; 1: to the end)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads (default 2; results are reproducible for a fixed count)")
     p.add_argument("--no-augment", action="store_true",
                    help="no random symmetries or hue rotation (notebook 04 shows why they help)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")

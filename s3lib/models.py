@@ -1,7 +1,7 @@
 """Segmentation networks of the course and their checkpoints.
 
-:class:`SegmentationNet` is a small U-Net for the CPU (about half a million parameters at the
-default width): an image ``(B, 3, H, W)`` in, ``L`` logits ``(B, L, H, W)`` out; the soft
+:class:`SegmentationNet` is a small U-Net for the CPU (about half a million parameters at
+the default width and depth): an image ``(B, 3, H, W)`` in, ``L`` logits ``(B, L, H, W)`` out; the soft
 segments are ``logits.softmax(1)``. :func:`save_checkpoint` / :func:`load_checkpoint` store the
 weights with a plain-data ``config`` (loaded with ``torch.load(..., weights_only=True)``: a
 checkpoint is untrusted input). Explained in ``notebooks/04_cube_toy.ipynb``.
@@ -28,30 +28,56 @@ def _block(cin: int, cout: int) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def level_channels(width: int, levels: int) -> list[int]:
+    """Channels of each level of :class:`SegmentationNet`, finest first: ``width * 2**i``,
+    capped at ``4 * width`` (``levels + 1`` numbers: the encoder levels, then the bottleneck).
+    The cap keeps the coarse levels, which see little of a 64x64 image, cheap in parameters."""
+    return [width * 2 ** min(i, 2) for i in range(levels + 1)]
+
+
 class SegmentationNet(nn.Module):
-    """A two-level U-Net: ``(B, 3, H, W)`` images in [0, 1] -> ``(B, L, H, W)`` logits.
+    """A U-Net: ``(B, 3, H, W)`` images in [0, 1] -> ``(B, L, H, W)`` logits.
+
+    ``levels`` poolings by 2 between the full-resolution encoder block and the bottleneck, with
+    :func:`level_channels` channels; each decoder block sees the upsampled coarser level and the
+    encoder's skip connection. Four levels (the default) give the bottleneck a view of the
+    whole 64x64 cube for 0.3 GFLOP per 64x64 image; two levels with ``width=32`` are the
+    network of the course's first checkpoints (still loaded), which sees less of the cube for
+    three times the compute (0.9 GFLOP) and as many parameters. Images whose
+    sides are not multiples of ``2**levels`` are padded (edge values) and the logits cropped.
 
     Args:
         num_segments: ``L`` >= 2.
-        width: channels of the first level (the second has 2x, the bottleneck 4x).
+        width: channels of the full-resolution level (the next ones double it, up to 4x).
         coords: append the normalised pixel coordinates as two input channels, so segments can
             also depend on position (CoordConv).
+        levels: number of poolings (1-5).
+
+    Explained in ``notebooks/04_cube_toy.ipynb``.
     """
 
-    def __init__(self, num_segments: int = 5, width: int = 32, coords: bool = True):
+    def __init__(self, num_segments: int = 5, width: int = 16, coords: bool = True,
+                 levels: int = 4):
         super().__init__()
         if not isinstance(num_segments, int) or num_segments < 2:
             raise ValueError(f"num_segments: expected an int >= 2, got {num_segments!r}")
         if not isinstance(width, int) or width < 4:
             raise ValueError(f"width: expected an int >= 4, got {width!r}")
-        self.num_segments, self.width, self.coords = num_segments, width, coords
+        if not isinstance(levels, int) or not 1 <= levels <= 5:
+            raise ValueError(f"levels: expected an int from 1 to 5, got {levels!r}")
+        self.num_segments, self.width, self.coords, self.levels = num_segments, width, coords, levels
+        ch = level_channels(width, levels)
         cin = 3 + (2 if coords else 0)
-        self.enc1, self.enc2 = _block(cin, width), _block(width, 2 * width)
-        self.mid = _block(2 * width, 4 * width)
-        self.dec2, self.dec1 = _block(6 * width, 2 * width), _block(3 * width, width)
-        self.head = nn.Conv2d(width, num_segments, 1)
+        for i in range(levels):  # enc1 .. enc{levels}
+            self.add_module(f"enc{i + 1}", _block(cin if i == 0 else ch[i - 1], ch[i]))
+        self.mid = _block(ch[levels - 1], ch[levels])
+        for i in reversed(range(levels)):  # dec{levels} .. dec1
+            self.add_module(f"dec{i + 1}", _block(ch[i + 1] + ch[i], ch[i]))
+        self.head = nn.Conv2d(ch[0], num_segments, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images (B, 3, H, W)`` in [0, 1], ``H, W`` multiples of 4 and >= 8 -> logits
+        ``(B, L, H, W)``."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images: expected (B, 3, H, W), got {tuple(images.shape)}")
         h, w = images.shape[-2:]
@@ -64,20 +90,24 @@ class SegmentationNet(nn.Module):
             xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
             grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[[1, 0]]
             x = torch.cat([x, grid.expand(x.shape[0], -1, -1, -1)], 1)
-        e1 = self.enc1(x)
-        e2 = self.enc2(nn.functional.max_pool2d(e1, 2))
-        m = self.mid(nn.functional.max_pool2d(e2, 2))
-        up = nn.functional.interpolate
-        d2 = self.dec2(torch.cat([up(m, scale_factor=2, mode="bilinear", align_corners=False),
-                                  e2], 1))
-        d1 = self.dec1(torch.cat([up(d2, scale_factor=2, mode="bilinear", align_corners=False),
-                                  e1], 1))
-        return self.head(d1)
+        step = 2 ** self.levels
+        pad_h, pad_w = -h % step, -w % step
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        skips = []
+        for i in range(self.levels):
+            x = getattr(self, f"enc{i + 1}")(x if i == 0 else nn.functional.max_pool2d(x, 2))
+            skips.append(x)
+        x = self.mid(nn.functional.max_pool2d(x, 2))
+        for i in reversed(range(self.levels)):
+            up = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = getattr(self, f"dec{i + 1}")(torch.cat([up, skips[i]], 1))
+        return self.head(x)[..., :h, :w]
 
     def config(self) -> dict[str, Any]:
         """What is needed to rebuild the network (plain data, stored in checkpoints)."""
         return {"architecture": ARCHITECTURE, "num_segments": self.num_segments,
-                "width": self.width, "coords": self.coords}
+                "width": self.width, "coords": self.coords, "levels": self.levels}
 
 
 def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, config: dict[str, Any],
@@ -116,7 +146,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[SegmentationNet, dict[str,
     missing = [k for k in ("size", "num_segments", "width", "coords") if k not in config]
     if missing:
         raise ValueError(f"{path}: config lacks {missing}")
-    model = SegmentationNet(config["num_segments"], config["width"], config["coords"])
+    model = SegmentationNet(config["num_segments"], config["width"], config["coords"],
+                            config.get("levels", 2))  # checkpoints before levels: two
     own = model.state_dict()
     state = payload["model"]
     diffs = [f"{k}: missing" for k in own if k not in state]

@@ -36,6 +36,8 @@ from .setup import reproducible
 
 LOSSES = ("affine", "entropy", "marginal")
 DATASETS = ("cube", "video")
+DEAD_BY = ("wins", "mass")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -44,11 +46,21 @@ class TrainConfig:
 
     ``dataset="cube"`` renders the cube at ``size`` x ``size`` (``frames`` frames per training
     sequence); ``dataset="video"`` reads ``data`` (prepare-video caches or MPI-Sintel).
+    The network is a :class:`~s3lib.models.SegmentationNet` of ``width`` and ``levels``.
+    ``lr``: Adam's learning rate, decayed to 0 over the budget with ``schedule="cosine"``
+    (:func:`learning_rate`). ``reseed_every`` steps, segments with less than ``dead_usage`` of
+    the pixels (``dead_by``: pixels won, or soft mass; :func:`segment_usage`) are re-seeded,
+    until ``reseed_until`` of the budget is spent (:func:`budget_spent`; 1: to the end): a
+    re-seeded segment takes pixels from the worst one, a jolt the decayed learning rate of the
+    last steps could not repair.
     ``augment``: each training pair is zoomed in by a random factor in ``[1, zoom]``
     (:func:`zoom_crop`) and transformed by a random symmetry (:func:`dihedral`: all eight of
-    the square for the cube, left-right mirroring for video), its flow transformed with it. ``hue``: the cube's colours are rotated by a random angle in ``[-hue, hue]`` radians
+    the square for the cube, left-right mirroring for video), its flow transformed with it.
+    ``hue``: the cube's colours are rotated by a random angle in ``[-hue, hue]`` radians
     (:func:`rotate_hue`; 0: off; video keeps its colours). ``plain_steps``: the first steps
-    without any augmentation (a curriculum: faces first, then invariance). Both change the pictures, never the grouping the flow implies.
+    without any augmentation (a curriculum: faces first, then invariance). Augmentations
+    change the pictures, never the grouping the flow implies. ``threads``: CPU threads (the
+    results are reproducible for a fixed count, not across counts).
     """
 
     dataset: str = "cube"
@@ -59,13 +71,17 @@ class TrainConfig:
     steps: int | None = None
     minutes: float | None = 15.0
     batch: int = 8
-    lr: float = 2e-3
+    lr: float = 3e-3
+    schedule: str = "cosine"
     seed: int = 0
-    width: int = 32
+    width: int = 16
+    levels: int = 4
     frames: int = 99
     eval_every: int = 100
     reseed_every: int = 50
     dead_usage: float = 0.01
+    dead_by: str = "wins"
+    reseed_until: float = 0.75
     threads: int = 1
     combine: str = "segments"
     augment: bool = True
@@ -88,6 +104,13 @@ class TrainConfig:
             raise ValueError(f"size: expected a multiple of 4, >= 8, got {self.size}")
         if self.steps is None and self.minutes is None:
             raise ValueError("give steps or minutes")
+        if not 0.0 <= self.reseed_until <= 1.0:
+            raise ValueError(f"reseed_until: expected a share of the budget in [0, 1], "
+                             f"got {self.reseed_until!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
+        if self.dead_by not in DEAD_BY:
+            raise ValueError(f"dead_by: expected one of {DEAD_BY}, got {self.dead_by!r}")
         if self.batch < 1 or self.frames < 2:
             raise ValueError(f"batch >= 1 and frames >= 2 expected, got {self.batch}, {self.frames}")
 
@@ -118,15 +141,32 @@ def segment_costs(name: str, masks: torch.Tensor, flows: torch.Tensor) -> torch.
     return (m * rho).sum((0, 2)) / m.sum((0, 2)).clamp_min(1e-6)
 
 
+def segment_usage(masks: torch.Tensor, by: str = "wins") -> torch.Tensor:
+    """How much of ``masks (B, L, H, W)`` each segment holds, ``(L,)``: the share of the pixels
+    it wins (``by="wins"``: it is the argmax there) or its share of the soft mass
+    (``by="mass"``). A segment can keep a few per cent of the mass everywhere and never win a
+    pixel: a "zombie" that only ``wins`` sees as dead (notebook 04)."""
+    if by == "wins":
+        won = torch.bincount(masks.argmax(1).flatten(), minlength=masks.shape[1])
+        return won.to(masks.dtype) / won.sum()
+    if by == "mass":
+        return masks.mean((0, 2, 3))
+    raise ValueError(f"by: expected one of {DEAD_BY}, got {by!r}")
+
+
 @torch.no_grad()
 def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: torch.Tensor,
-                         dead_usage: float, gen: torch.Generator, loss: str = "affine") -> list[int]:
-    """Give every segment used by less than ``dead_usage`` of the pixels the head weights of the
-    worst-explained segment (:func:`segment_costs`) plus noise; returns the re-seeded indices.
+                         dead_usage: float, gen: torch.Generator, loss: str = "affine",
+                         by: str = "wins") -> list[int]:
+    """Give every segment whose :func:`segment_usage` is below ``dead_usage`` the head weights
+    of the worst-explained segment (:func:`segment_costs`) plus noise; returns the re-seeded
+    indices.
 
-    ``masks (B, L, H, W)``, ``flows (B, 2, H, W)``: the current batch.
+    ``masks (B, L, H, W)``, ``flows (B, 2, H, W)``: the current batch. ``by``: ``"wins"``
+    (share of the pixels won, the default) or ``"mass"`` (share of the soft mass, the rule of
+    the course's first checkpoints).
     """
-    usage = masks.mean((0, 2, 3))
+    usage = segment_usage(masks, by)
     dead = torch.nonzero(usage < dead_usage).flatten().tolist()
     if not dead:
         return []
@@ -177,6 +217,27 @@ def evaluate(model: SegmentationNet, pairs: FlowPairs, loss: str = "affine",
         out["miou"] = float(np.mean(mious))
         out["fg_ari"] = float(np.mean(aris)) if aris else float("nan")
     return out
+
+
+def budget_spent(config: TrainConfig, step: int, elapsed: float) -> float:
+    """The share of the run's budget spent after ``step`` steps and ``elapsed`` seconds, in
+    [0, 1]: ``step / steps``, or ``elapsed / (60 * minutes)`` for a run budgeted in minutes
+    (then it depends on the machine's speed, like the number of steps)."""
+    if config.steps is not None:
+        progress = step / config.steps
+    else:
+        progress = elapsed / (60.0 * config.minutes)
+    return min(max(progress, 0.0), 1.0)
+
+
+def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:
+    """The learning rate of step ``step`` (0-based) after ``elapsed`` seconds: ``config.lr``,
+    or with ``schedule="cosine"`` ``lr * (1 + cos(pi * p)) / 2``, ``p`` the share of the
+    budget spent (:func:`budget_spent`). Decaying to zero lets the last steps settle the
+    segment boundaries (notebook 04)."""
+    if config.schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * budget_spent(config, step, elapsed)))
 
 
 def training_data(config: TrainConfig) -> tuple[FlowPairs, FlowPairs]:
@@ -269,7 +330,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     ckpt_path, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
     reproducible(config.seed, threads=config.threads)
     pairs, heldout = training_data(config) if data is None else data
-    model = SegmentationNet(config.num_segments, config.width).to(config.device)
+    model = SegmentationNet(config.num_segments, config.width, levels=config.levels).to(config.device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     step, elapsed = 0, 0.0
@@ -322,6 +383,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
                  torch.rand(config.batch, 2, generator=gen) * 2 - 1)
                 if augment and config.zoom > 1 else None)
         images, flows = _batch(pairs, idx, sym, config.device, hue, zoom)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(config, step, time.perf_counter() - start)
         masks = model(images).softmax(1)
         loss = motion_loss(config.loss, masks, flows, config.combine)
         opt.zero_grad()
@@ -329,8 +392,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         opt.step()
         step += 1
         loss_value = float(loss.detach())
-        if config.reseed_every and step % config.reseed_every == 0:
-            reseed_dead_segments(model, masks.detach(), flows, config.dead_usage, gen, config.loss)
+        if (config.reseed_every and step % config.reseed_every == 0
+                and budget_spent(config, step, time.perf_counter() - start) < config.reseed_until):
+            reseed_dead_segments(model, masks.detach(), flows, config.dead_usage, gen, config.loss,
+                                 config.dead_by)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")

@@ -213,3 +213,19 @@ def test_download_rejects_unknown_names(fake_download, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["download", "imagenet"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err and not calls
+
+
+def test_train_flags_reach_the_config():
+    from s3lib.cli import train_config
+
+    default = train_config(["cube", "--out", "runs/x"])
+    assert (default.levels, default.width, default.schedule, default.dead_by, default.threads,
+            default.reseed_until, default.minutes, default.num_segments) == (
+        4, 16, "cosine", "wins", 2, 0.75, 15.0, 5)
+    first = train_config(["cube", "--out", "runs/x", "--levels", "2", "--width", "32", "--lr",
+                          "2e-3", "--schedule", "constant", "--dead-by", "mass",
+                          "--reseed-until", "1", "--threads", "1", "--steps", "10",
+                          "--no-augment"])
+    assert (first.levels, first.width, first.lr, first.schedule, first.dead_by,
+            first.reseed_until, first.threads, first.steps, first.minutes, first.augment,
+            first.hue) == (2, 32, 2e-3, "constant", "mass", 1.0, 1, 10, None, False, 0.0)

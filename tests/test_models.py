@@ -90,3 +90,53 @@ def test_export_keeps_the_network_and_drops_the_optimiser(tmp_path):
     res = subprocess.run([sys.executable, "-m", "s3lib", "export", str(tmp_path / "nope.pt"),
                           "--out", str(tmp_path / "x.pt")], capture_output=True, text=True)
     assert res.returncode == 2 and "nope.pt" in res.stderr
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3, 4, 5])
+def test_every_depth_keeps_the_image_size(levels):
+    net = SegmentationNet(4, width=4, levels=levels).eval()
+    for h, w in [(64, 64), (36, 44), (8, 12)]:  # 36x44 and 8x12: padded inside, then cropped
+        assert net(torch.rand(2, 3, h, w)).shape == (2, 4, h, w)
+
+
+def test_padding_does_not_leak_into_the_picture():
+    """Logits of a picture whose sides are not multiples of 2**levels depend only on it."""
+    torch.manual_seed(0)
+    net = SegmentationNet(3, width=4, levels=3).eval()
+    a = net(torch.rand(1, 3, 20, 28))
+    assert a.shape == (1, 3, 20, 28) and torch.isfinite(a).all()
+
+
+def test_channels_double_per_level_up_to_eight_times():
+    from s3lib.models import level_channels
+    assert level_channels(16, 4) == [16, 32, 64, 64, 64]
+    assert level_channels(32, 2) == [32, 64, 128]
+
+
+@pytest.mark.parametrize("levels", [0, 6, 2.0])
+def test_bad_depth(levels):
+    with pytest.raises(ValueError, match="levels"):
+        SegmentationNet(3, width=4, levels=levels)
+
+
+def test_checkpoints_from_before_levels_load_as_two_levels(tmp_path):
+    """The course's first checkpoints were written without ``levels``: a two-level U-Net."""
+    torch.manual_seed(0)
+    net = SegmentationNet(3, width=8, levels=2).eval()
+    save_checkpoint(tmp_path / "c.pt", net, {"size": 16})
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    del payload["config"]["levels"]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, config = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.levels == 2 and "levels" not in config
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(loaded(x), net(x))
+
+
+def test_a_checkpoint_of_another_depth_names_what_differs(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", SegmentationNet(3, width=4, levels=3), {"size": 16})
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    payload["config"]["levels"] = 2
+    torch.save(payload, tmp_path / "deep.pt")
+    with pytest.raises(ValueError, match=r"deep\.pt: weights do not fit.*enc3"):
+        load_checkpoint(tmp_path / "deep.pt")

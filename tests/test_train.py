@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+import s3lib.train
 from s3lib.data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, video_pairs
 from s3lib.models import SegmentationNet, load_checkpoint
 from s3lib.train import (TrainConfig, _batch, dihedral, evaluate, evaluate_checkpoint,
-                         motion_loss, reseed_dead_segments, rotate_hue, segment_costs, train,
-                         zoom_crop)
+                         budget_spent, learning_rate, motion_loss, reseed_dead_segments, rotate_hue,
+                         segment_costs, segment_usage, train, zoom_crop)
 
 
 def tiny(steps, **kw):
@@ -25,17 +26,47 @@ def tiny_data():
     return cube_pairs((0,), 16, 3), heldout_cube_pairs(16, 3)
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
-    data = tiny_data()
-    full = train(tiny(6), tmp_path / "a", progress=False, data=data)
-    train(tiny(2), tmp_path / "b", progress=False, data=data)  # "interrupted" after 2 steps
-    resumed = train(tiny(6), tmp_path / "b", resume=True, progress=False, data=data)
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+def _same_runs(a_dir, b_dir, full, resumed):
+    a = torch.load(a_dir / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(b_dir / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert full[-1]["loss"] == resumed[-1]["loss"] and full[-1]["miou"] == resumed[-1]["miou"]
-    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(x)["step"] for x in (b_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    # a run killed between checkpoints (here: in its second evaluation, after step 4) and
+    # resumed with the same settings ends exactly where an uninterrupted run does, learning-rate
+    # schedule included
+    data = tiny_data()
+    full = train(tiny(6), tmp_path / "a", progress=False, data=data)
+    real, calls = s3lib.train.evaluate, []
+
+    def killed_in_second_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(s3lib.train, "evaluate", killed_in_second_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(6), tmp_path / "b", progress=False, data=data)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 2
+    resumed = train(tiny(6), tmp_path / "b", resume=True, progress=False, data=data)
+    _same_runs(tmp_path / "a", tmp_path / "b", full, resumed)
+
+
+def test_a_longer_budget_continues_a_finished_run(tmp_path):
+    # with a constant learning rate and no re-seeding (both depend on the share of the budget
+    # spent), 2 steps then 4 more are the same as 6 in one go
+    data = tiny_data()
+    flat = dict(schedule="constant", reseed_every=0)
+    full = train(tiny(6, **flat), tmp_path / "a", progress=False, data=data)
+    train(tiny(2, **flat), tmp_path / "b", progress=False, data=data)
+    resumed = train(tiny(6, **flat), tmp_path / "b", resume=True, progress=False, data=data)
+    _same_runs(tmp_path / "a", tmp_path / "b", full, resumed)
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
@@ -78,13 +109,91 @@ def test_evaluate_scores_a_perfect_segmenter_as_perfect():
 def test_dead_segments_are_reseeded_from_a_live_one():
     net = SegmentationNet(3, width=4)
     masks = torch.zeros(1, 3, 8, 8)
-    masks[:, 0] = 0.6
-    masks[:, 1] = 0.4  # segment 2 is dead
+    masks[:, 0, :4], masks[:, 1, :4] = 0.6, 0.4  # segment 0 wins the top half
+    masks[:, 0, 4:], masks[:, 1, 4:] = 0.4, 0.6  # segment 1 the bottom half; segment 2 is dead
     flows = torch.randn(1, 2, 8, 8)
     gen = torch.Generator().manual_seed(0)
     before = net.head.weight[2].clone()
     assert reseed_dead_segments(net, masks, flows, 0.01, gen) == [2]
     assert not torch.equal(net.head.weight[2], before)
+
+
+def zombie_masks():
+    """Segment 2 keeps 10 % of the mass at every pixel and wins none."""
+    masks = torch.zeros(1, 3, 8, 8)
+    masks[:, 0, :, :4], masks[:, 1, :, :4] = 0.6, 0.3
+    masks[:, 0, :, 4:], masks[:, 1, :, 4:] = 0.3, 0.6
+    masks[:, 2] = 0.1
+    return masks
+
+
+def test_usage_by_wins_sees_a_zombie_segment_that_mass_misses():
+    masks = zombie_masks()
+    assert torch.allclose(segment_usage(masks, "wins"), torch.tensor([0.5, 0.5, 0.0]))
+    assert torch.allclose(segment_usage(masks, "mass"), torch.tensor([0.45, 0.45, 0.1]))
+    with pytest.raises(ValueError, match="by"):
+        segment_usage(masks, "votes")
+
+
+def test_a_zombie_segment_is_reseeded_by_wins_not_by_mass():
+    flows = torch.randn(1, 2, 8, 8)
+    for by, expected in (("wins", [2]), ("mass", [])):
+        net = SegmentationNet(3, width=4)
+        before = net.head.weight.clone()
+        got = reseed_dead_segments(net, zombie_masks(), flows, 0.01,
+                                   torch.Generator().manual_seed(0), by=by)
+        assert got == expected
+        assert torch.equal(net.head.weight[2], before[2]) == (by == "mass")
+
+
+def test_cosine_schedule_by_steps_and_by_time():
+    steps = TrainConfig(steps=100, minutes=None, lr=1e-3)
+    assert learning_rate(steps, 0, 999.0) == pytest.approx(1e-3)
+    assert learning_rate(steps, 50, 0.0) == pytest.approx(5e-4)
+    assert learning_rate(steps, 100, 0.0) == pytest.approx(0.0, abs=1e-12)
+    timed = TrainConfig(steps=None, minutes=2.0, lr=1e-3)
+    assert learning_rate(timed, 7, 60.0) == pytest.approx(5e-4)
+    assert learning_rate(timed, 7, 500.0) == pytest.approx(0.0, abs=1e-12)  # past the budget
+    flat = TrainConfig(steps=100, minutes=None, lr=1e-3, schedule="constant")
+    assert learning_rate(flat, 99, 0.0) == 1e-3
+
+
+def test_budget_spent_by_steps_and_by_time():
+    assert budget_spent(TrainConfig(steps=8, minutes=None), 2, 999.0) == 0.25
+    assert budget_spent(TrainConfig(steps=None, minutes=2.0), 2, 30.0) == 0.25
+    assert budget_spent(TrainConfig(steps=None, minutes=2.0), 2, 300.0) == 1.0  # clamped
+
+
+@pytest.mark.parametrize("until, expected", [(0.5, [2]), (1.0, [2, 4, 6]), (0.0, [])])
+def test_reseeding_stops_when_its_share_of_the_budget_is_spent(tmp_path, monkeypatch, until,
+                                                                 expected):
+    asked, reseeded = [], []  # steps at which the budget was checked / segments re-seeded
+    real = s3lib.train.budget_spent
+
+    def spy(config, step, elapsed):
+        asked.append(step)
+        return real(config, step, elapsed)
+
+    monkeypatch.setattr(s3lib.train, "budget_spent", spy)
+    monkeypatch.setattr(s3lib.train, "reseed_dead_segments",
+                        lambda *args, **kwargs: reseeded.append(asked[-1]) or [])
+    # a constant learning rate: budget_spent is then only asked about re-seeding
+    train(tiny(8, reseed_until=until, schedule="constant"), tmp_path, progress=False,
+          data=tiny_data())
+    assert asked == [2, 4, 6, 8] and reseeded == expected
+
+
+def test_bad_reseed_until():
+    with pytest.raises(ValueError, match="reseed_until"):
+        TrainConfig(reseed_until=1.5).validate()
+
+
+def test_training_uses_the_schedule(tmp_path):
+    """The optimiser's last learning rate is the schedule's for the last step."""
+    train(tiny(4), tmp_path, progress=False, data=tiny_data())
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    lr = payload["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(learning_rate(tiny(4), 3, 0.0)) and lr < tiny(4).lr
 
 
 def test_segment_costs_single_out_the_segment_that_straddles_two_motions():
@@ -154,7 +263,7 @@ def test_hue_rotation_keeps_grey_and_brightness_and_cycles():
 @pytest.mark.parametrize("bad, message", [
     (dict(loss="sharpness"), "loss"), (dict(dataset="voc"), "dataset"),
     (dict(dataset="video"), "data"), (dict(num_segments=1), "num_segments"),
-    (dict(size=18), "size"),
+    (dict(size=18), "size"), (dict(schedule="step"), "schedule"), (dict(dead_by="x"), "dead_by"),
 ])
 def test_bad_settings(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
