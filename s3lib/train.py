@@ -2,9 +2,11 @@
 
 Seeded and deterministic on the CPU; ``tqdm`` progress; periodic evaluation on held-out pairs;
 checkpoints written atomically (temp file, then rename) with the optimiser and random-generator
-state, so ``resume=True`` continues to exactly the result of an uninterrupted run; metrics
-appended to a JSON-lines file. Dead segments (almost no pixels) are re-seeded from the
-worst-fitting segment, which breaks the symmetry the motion losses otherwise leave.
+state, so ``resume=True`` continues to exactly the result of an uninterrupted run (of a run
+budgeted in steps: one budgeted in minutes depends on the machine's speed anyway); metrics
+appended to a JSON-lines file. Adam's learning rate decays along a cosine over the budget. Dead
+segments (winning almost no pixels) are re-seeded from the worst-fitting segment during the
+first three quarters of the budget, which breaks the symmetry the motion losses otherwise leave.
 
 The data are :class:`~s3lib.data.pairs.FlowPairs`: the cube (``dataset="cube"``, notebook 04),
 or frames of real video / MPI-Sintel (``dataset="video"``, notebooks 05-06). The loss is one of
