@@ -1,9 +1,9 @@
 """Segmentation networks of the course and their checkpoints.
 
 :class:`SegmentationNet` is a small U-Net for the CPU (about half a million parameters at
-the default width and depth): an image ``(B, 3, H, W)`` in, ``L`` logits ``(B, L, H, W)`` out; the soft
-segments are ``logits.softmax(1)``. :func:`save_checkpoint` / :func:`load_checkpoint` store the
-weights with a plain-data ``config`` (loaded with ``torch.load(..., weights_only=True)``: a
+the default width and depth): an image ``(B, 3, H, W)`` in, ``L`` logits ``(B, L, H, W)`` out;
+the soft segments are ``logits.softmax(1)``. :func:`save_checkpoint` / :func:`load_checkpoint`
+store the weights with a plain-data ``config`` (loaded with ``torch.load(..., weights_only=True)``: a
 checkpoint is untrusted input). Explained in ``notebooks/04_cube_toy.ipynb``.
 """
 
@@ -65,7 +65,8 @@ class SegmentationNet(nn.Module):
             raise ValueError(f"width: expected an int >= 4, got {width!r}")
         if not isinstance(levels, int) or not 1 <= levels <= 5:
             raise ValueError(f"levels: expected an int from 1 to 5, got {levels!r}")
-        self.num_segments, self.width, self.coords, self.levels = num_segments, width, coords, levels
+        self.num_segments, self.width, self.coords = num_segments, width, coords
+        self.levels = levels
         ch = level_channels(width, levels)
         cin = 3 + (2 if coords else 0)
         for i in range(levels):  # enc1 .. enc{levels}

@@ -332,7 +332,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     ckpt_path, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
     reproducible(config.seed, threads=config.threads)
     pairs, heldout = training_data(config) if data is None else data
-    model = SegmentationNet(config.num_segments, config.width, levels=config.levels).to(config.device)
+    model = SegmentationNet(config.num_segments, config.width, levels=config.levels)
+    model = model.to(config.device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     step, elapsed = 0, 0.0
