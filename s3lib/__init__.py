@@ -3,6 +3,7 @@
 Modules, one idea each (the notebook that explains each is named in its docstring):
 
 - :mod:`s3lib.setup`    -- ``reproducible(seed)``: seeds, thread count, deterministic kernels.
+- :mod:`s3lib.portable` -- the same digits on every x86 CPU: kernel pins, exact sqrt/log, Adam.
 - :mod:`s3lib.config`   -- the one quick-mode switch (``S3_QUICK``) and the data root.
 - :mod:`s3lib.flow`     -- ``.flo`` I/O, the Middlebury colour wheel, OpenCV flow, warping.
 - :mod:`s3lib.metrics`  -- matched mIoU, (FG-)ARI, average precision (sklearn and VOC07 styles).

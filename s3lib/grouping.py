@@ -27,6 +27,8 @@ from typing import Literal
 
 import torch
 
+from . import portable
+
 Model = Literal["affine", "quadratic"]
 Residual = Literal["gaussian", "laplace"]
 
@@ -265,7 +267,7 @@ def log_evidence(masks: torch.Tensor, flow: torch.Tensor, sigma: float = 1.0,
     chol = torch.linalg.cholesky(s)
     sol = torch.cholesky_solve(bvec.transpose(-1, -2), chol)  # (B, L, K, 2)
     quad = (bvec.transpose(-1, -2) * sol).sum((-2, -1))  # sum over components of b^T S^-1 b
-    logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    logdet = 2 * portable.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     m = masks.reshape(b, num_l, n)
     fsq = torch.bmm(m, flow.reshape(b, 2, n).pow(2).sum(1, keepdim=True).transpose(1, 2))[..., 0]
     mass_px = mass * n

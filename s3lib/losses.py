@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from . import portable
 from .grouping import (Model, _normal_equations, _symmetric, basis_products, check_inputs,
                        log_evidence, solve_motion)
 
@@ -149,9 +150,9 @@ def robust_penalty(sq_norm: torch.Tensor, robust: Robust = "charbonnier",
     if robust == "charbonnier":
         if not delta > 0:
             raise ValueError(f"delta: expected a positive number of pixels, got {delta!r}")
-        return torch.sqrt(sq_norm + delta * delta) - delta
+        return portable.sqrt(sq_norm + delta * delta) - delta
     if robust == "l1":
-        return torch.sqrt(sq_norm.clamp_min(0) + 1e-12)
+        return portable.sqrt(sq_norm.clamp_min(0) + 1e-12)
     if robust == "l2":
         return sq_norm
     raise ValueError(f"robust: expected 'charbonnier', 'l1' or 'l2', got {robust!r}")
@@ -205,7 +206,7 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
     params, fphi, _ = _fit(flow, masks, eps, model)
     m = masks.reshape(-1)
     if robust == "charbonnier":  # sqrt(|e|^2 + delta^2) - delta, with delta^2 folded in
-        rho = (segment_squared_residuals(params, flow, model, fphi, delta * delta).sqrt()
+        rho = (portable.sqrt(segment_squared_residuals(params, flow, model, fphi, delta * delta))
                - delta).clamp_min(0)
         return torch.dot(m, rho.reshape(-1)) / (b * h * w)
     rho = robust_penalty(segment_squared_residuals(params, flow, model, fphi), robust, delta)
@@ -236,9 +237,9 @@ class _SegmentsLoss(torch.autograd.Function):
         centred, fphi_c, flow_sq = _centre(params, flow, fphi, basis[0])
         sq = _expanded_sq(centred, fphi_c, flow_sq, basis).clamp_min_(0)
         if robust == "charbonnier":  # rho = sqrt(sq + delta^2) - delta, kept >= 0
-            rho = sq.add_(delta * delta).sqrt_().sub_(delta).clamp_min_(0)
+            rho = portable.sqrt(sq.add_(delta * delta)).sub_(delta).clamp_min_(0)
         elif robust == "l1":
-            rho = sq.add_(1e-12).sqrt_()
+            rho = portable.sqrt(sq.add_(1e-12))
         else:
             rho = sq
         m = masks.reshape(b, num_l, n)
@@ -317,7 +318,7 @@ def speed_histograms(masks: torch.Tensor, flow: torch.Tensor, bins: int = 32,
     """
     if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
         raise ValueError(f"bins: expected an int >= 2, got {bins!r}")
-    speed = torch.sqrt(flow.pow(2).sum(1) + 1e-12)  # (B, H, W); finite gradient at 0
+    speed = portable.sqrt(flow.pow(2).sum(1) + 1e-12)  # (B, H, W); finite gradient at 0
     if max_magnitude is None:
         top = speed.flatten(1).amax(1).clamp_min(1e-6)
     elif max_magnitude > 0:
@@ -333,7 +334,7 @@ def histogram_entropy(hist: torch.Tensor) -> torch.Tensor:
     An empty histogram has entropy 0.
     """
     p = hist / hist.sum(-1, keepdim=True).clamp_min(1e-12)
-    return -(p * torch.log(p + 1e-12)).sum(-1)
+    return -(p * portable.log(p + 1e-12)).sum(-1)
 
 
 def entropy_motion_loss(masks: torch.Tensor, flow: torch.Tensor, bins: int = 32,

@@ -30,14 +30,21 @@ class Reproducibility:
     seed: int
     threads: int
     deterministic: bool
+    cpu: str
+    """The kernels PyTorch computes with: ``"AVX2"`` when pinned (:mod:`s3lib.portable`)."""
 
 
-def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS) -> Reproducibility:
+def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS,
+                 portable: bool = True) -> Reproducibility:
     """Seed Python, NumPy, torch and OpenCV; fix thread counts; turn on deterministic kernels.
 
     Args:
         seed: the seed for ``random``, ``numpy.random``, ``torch`` and OpenCV's RNG.
         threads: intra-op thread count for torch and OpenCV (keep it fixed across machines).
+        portable: pin PyTorch's math libraries to the code paths every x86 CPU shares
+            (:func:`s3lib.portable.pin`), so that another CPU prints the same digits. Call it
+            before computing anything. ``False`` (the command line's training, for speed)
+            leaves them as they are; it does not undo an earlier pin.
 
     Returns:
         A :class:`Reproducibility` record of what was set.
@@ -46,9 +53,14 @@ def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS) -> Reproducibili
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads: expected a positive int, got {threads!r}")
+    if not isinstance(portable, bool):
+        raise ValueError(f"portable: expected True or False, got {portable!r}")
     import cv2
     import torch
 
+    from . import portable as _portable
+
+    cpu = _portable.pin() if portable else torch.backends.cpu.get_cpu_capability()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -60,7 +72,7 @@ def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS) -> Reproducibili
     torch.use_deterministic_algorithms(True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
-    return Reproducibility(seed=seed, threads=threads, deterministic=True)
+    return Reproducibility(seed=seed, threads=threads, deterministic=True, cpu=cpu)
 
 
 def environment_report() -> dict[str, Any]:

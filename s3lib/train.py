@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import portable
 from .data.cube import HELDOUT_SEEDS
 from .data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, load_pairs
 from .losses import (affine_motion_loss, entropy_motion_loss, fit_affine, histogram_entropy,
@@ -138,7 +139,7 @@ def segment_costs(name: str, masks: torch.Tensor, flows: torch.Tensor) -> torch.
         hist, _ = speed_histograms(masks, flows)
         return histogram_entropy(hist).mean(0)
     params = fit_affine(flows, masks)
-    rho = segment_squared_residuals(params, flows).sqrt()  # (B, L, N)
+    rho = portable.sqrt(segment_squared_residuals(params, flows))  # (B, L, N)
     m = masks.flatten(2)
     return (m * rho).sum((0, 2)) / m.sum((0, 2)).clamp_min(1e-6)
 
@@ -330,11 +331,12 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
-    reproducible(config.seed, threads=config.threads)
+    # unpinned (full speed: the cube's budget is minutes); a notebook's earlier pin stays
+    reproducible(config.seed, threads=config.threads, portable=False)
     pairs, heldout = training_data(config) if data is None else data
     model = SegmentationNet(config.num_segments, config.width, levels=config.levels)
     model = model.to(config.device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = portable.Adam(model.parameters(), lr=config.lr)  # the same steps on every CPU
     gen = torch.Generator().manual_seed(config.seed)
     step, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():

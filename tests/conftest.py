@@ -11,6 +11,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/browser.py, the browser harness
 
+# Before any test computes: the portable kernels (s3lib.portable), here and, through the
+# environment, in every kernel nbval starts and every `s3` command a test runs, so that the
+# committed notebook outputs and the tests' numbers are the same on any x86 CPU.
+from s3lib import portable  # noqa: E402
+
+portable.pin()
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():

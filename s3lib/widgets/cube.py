@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import portable
 from ._controls import QuietControls
 from ..data.cube import NUM_FACES
 from ..data.pairs import FlowPairs
@@ -52,7 +53,7 @@ def segment_residuals(flow: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """
     num, h, w = masks.shape
     params = fit_affine(flow[None], masks[None])
-    return segment_squared_residuals(params, flow[None])[0].sqrt().reshape(num, h, w)
+    return portable.sqrt(segment_squared_residuals(params, flow[None])[0]).reshape(num, h, w)
 
 
 @torch.no_grad()

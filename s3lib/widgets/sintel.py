@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import portable
 from ._controls import QuietControls
 from ..data.pairs import FlowPairs
 from ..grouping import predict
@@ -66,7 +67,7 @@ def fit_segments(flows: torch.Tensor, masks: torch.Tensor) -> SegmentFits:
     h, w = flows.shape[-2:]
     params = fit_affine(flows, masks)                                  # (N, L, 2, 3)
     fitted = predict(params, h, w)                                     # (N, L, 2, H, W)
-    residual = (flows[:, None] - fitted).pow(2).sum(2).sqrt()          # (N, L, H, W)
+    residual = portable.sqrt((flows[:, None] - fitted).pow(2).sum(2))  # (N, L, H, W)
     m = masks.double()
     mass = m.sum((2, 3))
     weight = mass.clamp_min(1e-9)
