@@ -185,8 +185,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .setup import reproducible
     from .train import evaluate_checkpoint
 
-    # one thread and the kernels `s3 train` used (unpinned): the digits of its last record
-    reproducible(0, portable=False)
+    # one thread and the portable kernels: the same digits on every x86 CPU (s3lib.portable)
+    reproducible(0)
 
     if args.dataset == "video" and not args.data:
         raise ValueError("eval video: --data DIR is required (the caches it was trained on)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/browser.py, the browser harness
@@ -17,6 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/browser.py, th
 from s3lib import portable  # noqa: E402
 
 portable.pin()
+# ... and one thread from the start, also for module- and session-scoped fixtures (built before
+# the per-test fixture below runs): MKL's portable mode repeats its digits for a fixed count.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
