@@ -167,7 +167,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
                        seed=args.seed, device=args.device, width=args.width, levels=args.levels,
                        batch=args.batch, lr=args.lr, schedule=args.schedule,
                        dead_by=args.dead_by, reseed_until=args.reseed_until,
-                       threads=args.threads, augment=not args.no_augment,
+                       threads=args.threads, augment=not args.no_augment, gap=args.gap,
                        hue=0.0 if args.no_augment else TrainConfig.hue)
 
 
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--steps", type=int, help="train for this many steps")
     p.add_argument("--size", type=int, default=64, help="cube: image side (multiple of 4)")
     p.add_argument("--segments", type=int, default=5, help="number of segments L (>= 2)")
+    p.add_argument("--gap", type=int, default=1, metavar="K",
+                   help="cube: train on the flow from frame t to t + K (larger motions; "
+                        "default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -43,12 +43,18 @@ DEAD_BY = ("wins", "mass")
 SCHEDULES = ("cosine", "constant")
 
 
+ADDED_SETTINGS = {"gap": 1}
+"""Settings added after runs were saved without them, with the value those runs used."""
+
+
 @dataclass
 class TrainConfig:
     """Settings of a training run (the ``s3 train`` flags).
 
     ``dataset="cube"`` renders the cube at ``size`` x ``size`` (``frames`` frames per training
-    sequence); ``dataset="video"`` reads ``data`` (prepare-video caches or MPI-Sintel).
+    sequence; the training flow spans frames ``t -> t + gap``, larger motions that are still
+    exactly affine per face; held-out scores always use ``gap`` 1); ``dataset="video"`` reads
+    ``data`` (prepare-video caches or MPI-Sintel; their gap is ``prepare-video``'s).
     The network is a :class:`~s3lib.models.SegmentationNet` of ``width`` and ``levels``.
     ``lr``: Adam's learning rate, decayed to 0 over the budget with ``schedule="cosine"``
     (:func:`learning_rate`). ``reseed_every`` steps, segments with less than ``dead_usage`` of
@@ -80,6 +86,7 @@ class TrainConfig:
     width: int = 16
     levels: int = 4
     frames: int = 99
+    gap: int = 1
     eval_every: int = 100
     reseed_every: int = 50
     dead_usage: float = 0.01
@@ -116,6 +123,9 @@ class TrainConfig:
             raise ValueError(f"dead_by: expected one of {DEAD_BY}, got {self.dead_by!r}")
         if self.batch < 1 or self.frames < 2:
             raise ValueError(f"batch >= 1 and frames >= 2 expected, got {self.batch}, {self.frames}")
+        if not 1 <= self.gap < self.frames or (self.dataset != "cube" and self.gap != 1):
+            raise ValueError(f"gap: expected 1 <= gap < frames ({self.frames}), and 1 for video "
+                             f"(prepare-video sets its gap), got {self.gap!r}")
 
 
 def motion_loss(name: str, masks: torch.Tensor, flows: torch.Tensor,
@@ -246,7 +256,8 @@ def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:
 def training_data(config: TrainConfig) -> tuple[FlowPairs, FlowPairs]:
     """``(train, heldout)`` pairs of a run: cube sequences, or ``config.data``'s frames."""
     if config.dataset == "cube":
-        return cube_pairs(size=config.size, frames=config.frames), heldout_cube_pairs(config.size)
+        return (cube_pairs(size=config.size, frames=config.frames, gap=config.gap),
+                heldout_cube_pairs(config.size))
     return load_pairs(config.data, "train"), load_pairs(config.data, "heldout")
 
 
@@ -342,7 +353,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     if resume and ckpt_path.is_file():
         payload = torch.load(ckpt_path, map_location=config.device, weights_only=True)
         budget = ("steps", "minutes", "device")  # what a resumed run may change
-        saved = {k: v for k, v in payload["config"]["train"].items() if k not in budget}
+        saved = {k: v for k, v in {**ADDED_SETTINGS, **payload["config"]["train"]}.items()
+                 if k not in budget}
         if saved != {k: v for k, v in asdict(config).items() if k not in budget}:
             raise ValueError(f"{ckpt_path}: written with other settings; use another --out")
         model.load_state_dict(payload["model"])

@@ -229,3 +229,4 @@ def test_train_flags_reach_the_config():
     assert (first.levels, first.width, first.lr, first.schedule, first.dead_by,
             first.reseed_until, first.threads, first.steps, first.minutes, first.augment,
             first.hue) == (2, 32, 2e-3, "constant", "mass", 1.0, 1, 10, None, False, 0.0)
+    assert default.gap == 1 and train_config(["cube", "--out", "runs/x", "--gap", "5"]).gap == 5

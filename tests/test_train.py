@@ -3,6 +3,7 @@ the same loop on video caches with each loss; flips that keep the flow consisten
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from s3lib.data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, video_pa
 from s3lib.models import SegmentationNet, load_checkpoint
 from s3lib.train import (TrainConfig, _batch, dihedral, evaluate, evaluate_checkpoint,
                          budget_spent, learning_rate, motion_loss, reseed_dead_segments, rotate_hue,
-                         segment_costs, segment_usage, train, zoom_crop)
+                         segment_costs, segment_usage, train, training_data, zoom_crop)
 
 
 def tiny(steps, **kw):
@@ -317,3 +318,36 @@ def test_zoomed_flow_is_the_motion_of_the_zoomed_pictures():
     xin, yin = (xs + 0.5) / 2 - 0.5 + 4, (ys + 0.5) / 2 - 0.5 + 4
     expect = 2 * torch.stack([a[0, 0] * xin + a[0, 1] * yin + 1, a[1, 0] * xin + a[1, 1] * yin - 2])
     assert torch.allclose(zoomed[0], expect, atol=1e-4)
+
+
+def test_gap_gives_pairs_t_to_t_plus_gap_with_the_renderers_flow():
+    from s3lib.data.cube import render_cube_sequence
+    from s3lib.data.pairs import cube_pairs
+
+    pairs = cube_pairs(seeds=(3,), size=16, frames=6, gap=2)
+    seq = render_cube_sequence(6, 16, 3, gap=2)
+    assert len(pairs) == 4 and pairs.source[-1] == "cube3:3"
+    assert torch.equal(pairs.flows, seq.flows) and torch.equal(pairs.images, seq.frames[:4])
+    one = cube_pairs(seeds=(3,), size=16, frames=6)
+    assert pairs.flows.abs().mean() > 1.5 * one.flows.abs().mean()  # larger motions
+
+
+@pytest.mark.parametrize("kwargs", [{"gap": 0}, {"gap": 99}, {"gap": 2, "dataset": "video",
+                                                               "data": "x"}])
+def test_bad_gap_is_named(kwargs):
+    with pytest.raises(ValueError, match="gap"):
+        TrainConfig(steps=1, **kwargs).validate()
+
+
+def test_a_run_saved_before_gap_existed_resumes(tmp_path):
+    config = TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4, levels=1)
+    data = training_data(config)
+    train(config, tmp_path, progress=False, data=data)
+    path = tmp_path / "checkpoint.pt"
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["train"]["gap"]
+    torch.save(payload, path)
+    records = train(replace(config, steps=3), tmp_path, resume=True, progress=False, data=data)
+    assert records[-1]["step"] == 3
+    with pytest.raises(ValueError, match="other settings"):
+        train(replace(config, steps=4, gap=2), tmp_path, resume=True, progress=False, data=data)

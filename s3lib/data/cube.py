@@ -29,7 +29,7 @@ NUM_FACES = 6
 
 @dataclass
 class CubeSequence:
-    """A rendered sequence: ``frames (T, 3, H, W)`` float32 in [0, 1], ``flows (T-1, 2, H, W)``
+    """A rendered sequence: ``frames (T, 3, H, W)`` float32 in [0, 1], ``flows (T-gap, 2, H, W)``
     (exact forward flow, pixels), ``labels (T, H, W)`` int64 (0 background, 1..6 faces)."""
 
     frames: torch.Tensor

@@ -64,13 +64,17 @@ def _crop4(pairs: FlowPairs) -> FlowPairs:
     return FlowPairs(cut(pairs.images), cut(pairs.flows), cut(pairs.labels), pairs.source)
 
 
-def cube_pairs(seeds=TRAIN_SEEDS, size: int = 64, frames: int = 99) -> FlowPairs:
-    """The frame pairs of the cube sequences ``seeds`` (``frames`` frames each) with their exact
-    flow and face labels (``(frames - 1) * len(seeds)`` pairs)."""
-    seqs = [render_cube_sequence(frames, size, s) for s in seeds]
-    return FlowPairs(torch.cat([q.frames[:-1] for q in seqs]), torch.cat([q.flows for q in seqs]),
-                     torch.cat([q.labels[:-1] for q in seqs]),
-                     [f"cube{q.seed}:{t}" for q in seqs for t in range(frames - 1)])
+def cube_pairs(seeds=TRAIN_SEEDS, size: int = 64, frames: int = 99, gap: int = 1) -> FlowPairs:
+    """The frame pairs ``(t, t + gap)`` of the cube sequences ``seeds`` (``frames`` frames each)
+    with their exact flow and frame ``t``'s face labels (``(frames - gap) * len(seeds)`` pairs).
+    A larger ``gap`` gives larger motions, still exactly affine on each face (notebook 04)."""
+    if not isinstance(gap, int) or isinstance(gap, bool) or not 1 <= gap < frames:
+        raise ValueError(f"gap: expected an int in [1, frames - 1 = {frames - 1}], got {gap!r}")
+    seqs = [render_cube_sequence(frames, size, s, gap=gap) for s in seeds]
+    return FlowPairs(torch.cat([q.frames[:-gap] for q in seqs]),
+                     torch.cat([q.flows for q in seqs]),
+                     torch.cat([q.labels[:-gap] for q in seqs]),
+                     [f"cube{q.seed}:{t}" for q in seqs for t in range(frames - gap)])
 
 
 def heldout_cube_pairs(size: int = 64, frames: int = 25) -> FlowPairs:
