@@ -88,10 +88,12 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0,
 
     Args:
         num_frames: ``T`` >= 2. size: image side ``H = W`` >= 8. seed: textures and motion.
+        gap: the flow's frame step ``K`` (``s3 train cube --gap``).
 
     Returns:
         A :class:`CubeSequence`; ``flows[t]`` is the exact forward flow from frame ``t`` to
-        ``t + 1`` at every pixel (cube and background), ``labels[t]`` the face seen (0 = background).
+        ``t + gap`` at every pixel (cube and background), ``labels[t]`` the face seen (0 =
+        background).
     """
     if not isinstance(num_frames, int) or num_frames < 2:
         raise ValueError(f"num_frames: expected an int >= 2, got {num_frames!r}")
