@@ -27,8 +27,6 @@ torch.set_num_threads(1)
 def _one_thread():
     """One torch thread per test, as s3lib.setup.reproducible sets: the tensors are small, and
     on a loaded 2-core machine two threads' spin-waits made small products 100x slower."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

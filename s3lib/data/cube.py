@@ -99,6 +99,9 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0,
         raise ValueError(f"num_frames: expected an int >= 2, got {num_frames!r}")
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"size: expected an int >= 8, got {size!r}")
+    if not isinstance(gap, int) or isinstance(gap, bool) or not 1 <= gap < num_frames:
+        raise ValueError(f"gap: expected an int in [1, num_frames - 1 = {num_frames - 1}], "
+                         f"got {gap!r}")
     gen = torch.Generator().manual_seed(int(seed))
     rnd = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     tex_size = 64
