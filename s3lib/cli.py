@@ -168,6 +168,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
                        batch=args.batch, lr=args.lr, schedule=args.schedule,
                        dead_by=args.dead_by, reseed_until=args.reseed_until,
                        threads=args.threads, augment=not args.no_augment, gap=args.gap,
+                       eps=args.eps,
                        hue=0.0 if args.no_augment else TrainConfig.hue)
 
 
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gap", type=int, default=1, metavar="K",
                    help="cube: train on the flow from frame t to t + K (larger motions; "
                         "default 1)")
+    p.add_argument("--eps", type=float, default=1e-6, metavar="RIDGE",
+                   help="ridge of the affine loss's per-segment fit (default 1e-6)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -46,7 +46,10 @@ def fit_affine(flow: torch.Tensor, masks: torch.Tensor, eps: float = DEFAULT_EPS
     ``G_l = (1/N) sum_u m_lu phi_u phi_u^T`` and ``R_l = (1/N) sum_u m_lu f_u phi_u^T``. The
     small ridge keeps an empty segment finite (its model shrinks to zero motion); since the
     statistics are pixel means over normalised coordinates, ``eps`` means the same at every
-    image size. All ``B x L`` systems are built with two matrix products and solved at once;
+    image size. They are means over *all* pixels, though, so the ridge weighs more against a
+    small segment: a face of 60 of 64x64 pixels, 8 across, keeps less than half of its slope
+    at the default ``eps``; training uses ``1e-6`` (``s3lib.train.TRAIN_EPS``, notebook 04,
+    section 5.5). All ``B x L`` systems are built with two matrix products and solved at once;
     the result is differentiable w.r.t. ``masks`` and ``flow``.
 
     Args:

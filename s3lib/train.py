@@ -31,8 +31,9 @@ import torch
 from . import portable
 from .data.cube import HELDOUT_SEEDS
 from .data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, load_pairs
-from .losses import (affine_motion_loss, entropy_motion_loss, fit_affine, histogram_entropy,
-                     marginal_likelihood_loss, segment_squared_residuals, speed_histograms)
+from .losses import (DEFAULT_EPS, affine_motion_loss, entropy_motion_loss, fit_affine,
+                     histogram_entropy, marginal_likelihood_loss, segment_squared_residuals,
+                     speed_histograms)
 from .metrics import adjusted_rand_index, matched_miou
 from .models import SegmentationNet, load_checkpoint, save_checkpoint
 from .setup import reproducible
@@ -43,8 +44,13 @@ DEAD_BY = ("wins", "mass")
 SCHEDULES = ("cosine", "constant")
 
 
-ADDED_SETTINGS = {"gap": 1}
+ADDED_SETTINGS = {"gap": 1, "eps": DEFAULT_EPS}
 """Settings added after runs were saved without them, with the value those runs used."""
+
+TRAIN_EPS = 1e-6
+"""The affine fit's ridge in training (``TrainConfig.eps``): a hundredth of the loss's default
+:data:`~s3lib.losses.DEFAULT_EPS`, so that a small segment's fit keeps its slopes (notebook 04,
+section 5.5)."""
 
 
 @dataclass
@@ -62,6 +68,10 @@ class TrainConfig:
     until ``reseed_until`` of the budget is spent (:func:`budget_spent`; 1: to the end): a
     re-seeded segment takes pixels from the worst one, a jolt the decayed learning rate of the
     last steps could not repair.
+    ``eps``: the ridge of the affine loss's per-segment fit (:func:`~s3lib.losses.fit_affine`;
+    runs saved before the setting used the loss's default, 1e-4). The ridge competes with a
+    segment's own statistics, so a larger one flattens the motion of small segments, and the
+    loss can then rank a worse segmentation above a better one (notebook 04, section 5.5).
     ``augment``: each training pair is zoomed in by a random factor in ``[1, zoom]``
     (:func:`zoom_crop`) and transformed by a random symmetry (:func:`dihedral`: all eight of
     the square for the cube, left-right mirroring for video), its flow transformed with it.
@@ -87,6 +97,7 @@ class TrainConfig:
     levels: int = 4
     frames: int = 99
     gap: int = 1
+    eps: float = TRAIN_EPS
     eval_every: int = 100
     reseed_every: int = 50
     dead_usage: float = 0.01
@@ -123,17 +134,20 @@ class TrainConfig:
             raise ValueError(f"dead_by: expected one of {DEAD_BY}, got {self.dead_by!r}")
         if self.batch < 1 or self.frames < 2:
             raise ValueError(f"batch >= 1 and frames >= 2 expected, got {self.batch}, {self.frames}")
+        if (isinstance(self.eps, bool) or not isinstance(self.eps, (int, float))
+                or not 0 < self.eps < math.inf):
+            raise ValueError(f"eps: expected a positive ridge, got {self.eps!r}")
         if not 1 <= self.gap < self.frames or (self.dataset != "cube" and self.gap != 1):
             raise ValueError(f"gap: expected 1 <= gap < frames ({self.frames}), and 1 for video "
                              f"(prepare-video sets its gap), got {self.gap!r}")
 
 
 def motion_loss(name: str, masks: torch.Tensor, flows: torch.Tensor,
-                combine: str = "segments") -> torch.Tensor:
+                combine: str = "segments", eps: float = DEFAULT_EPS) -> torch.Tensor:
     """The loss ``name`` (``affine``, ``entropy``, ``marginal``) of ``masks (B, L, H, W)``
-    against ``flows (B, 2, H, W)``: a scalar."""
+    against ``flows (B, 2, H, W)``: a scalar. ``eps``: the affine fit's ridge."""
     if name == "affine":
-        return affine_motion_loss(masks, flows, combine=combine)
+        return affine_motion_loss(masks, flows, combine=combine, eps=eps)
     if name == "entropy":
         return entropy_motion_loss(masks, flows)
     if name == "marginal":
@@ -142,13 +156,14 @@ def motion_loss(name: str, masks: torch.Tensor, flows: torch.Tensor,
 
 
 @torch.no_grad()
-def segment_costs(name: str, masks: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+def segment_costs(name: str, masks: torch.Tensor, flows: torch.Tensor,
+                  eps: float = DEFAULT_EPS) -> torch.Tensor:
     """How badly each segment explains its flow, ``(L,)``: the mask-weighted mean affine
     residual (pixels), or for the entropy loss the mean entropy of its speed histogram."""
     if name == "entropy":
         hist, _ = speed_histograms(masks, flows)
         return histogram_entropy(hist).mean(0)
-    params = fit_affine(flows, masks)
+    params = fit_affine(flows, masks, eps)
     rho = portable.sqrt(segment_squared_residuals(params, flows))  # (B, L, N)
     m = masks.flatten(2)
     return (m * rho).sum((0, 2)) / m.sum((0, 2)).clamp_min(1e-6)
@@ -170,7 +185,7 @@ def segment_usage(masks: torch.Tensor, by: str = "wins") -> torch.Tensor:
 @torch.no_grad()
 def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: torch.Tensor,
                          dead_usage: float, gen: torch.Generator, loss: str = "affine",
-                         by: str = "wins") -> list[int]:
+                         by: str = "wins", eps: float = DEFAULT_EPS) -> list[int]:
     """Give every segment whose :func:`segment_usage` is below ``dead_usage`` the head weights
     of the worst-explained segment (:func:`segment_costs`) plus noise; returns the re-seeded
     indices.
@@ -183,7 +198,7 @@ def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: tor
     dead = torch.nonzero(usage < dead_usage).flatten().tolist()
     if not dead:
         return []
-    cost = segment_costs(loss, masks, flows).clone()
+    cost = segment_costs(loss, masks, flows, eps).clone()
     cost[dead] = -float("inf")
     worst = int(cost.argmax())
     w, b = model.head.weight, model.head.bias
@@ -205,17 +220,19 @@ def predict_masks(model: SegmentationNet, images: torch.Tensor, batch: int = 32)
 
 @torch.no_grad()
 def evaluate(model: SegmentationNet, pairs: FlowPairs, loss: str = "affine",
-             batch: int = 32, combine: str = "segments") -> dict[str, Any]:
-    """Scores of the network on ``pairs``: ``loss`` (mean over batches), ``segment_fractions``
-    (share of the pixels each segment wins, as argmax), and where ``pairs`` has labels, the
-    mean matched ``miou`` and ``fg_ari`` of the hard segments over the frames."""
+             batch: int = 32, combine: str = "segments", eps: float = DEFAULT_EPS
+             ) -> dict[str, Any]:
+    """Scores of the network on ``pairs``: ``loss`` (mean over batches; ``eps``: the affine
+    fit's ridge), ``segment_fractions`` (share of the pixels each segment wins, as argmax), and
+    where ``pairs`` has labels, the mean matched ``miou`` and ``fg_ari`` of the hard segments
+    over the frames."""
     model.eval()
     device = next(model.parameters()).device
     losses, wins, mious, aris = [], None, [], []
     for i in range(0, len(pairs), batch):
         masks = model(pairs.images[i:i + batch].to(device)).softmax(1)
-        losses.append(float(motion_loss(loss, masks, pairs.flows[i:i + batch].to(device), combine))
-                      * len(masks))
+        flows = pairs.flows[i:i + batch].to(device)
+        losses.append(float(motion_loss(loss, masks, flows, combine, eps)) * len(masks))
         pred = masks.argmax(1).cpu()
         counts = torch.bincount(pred.flatten(), minlength=masks.shape[1])
         wins = counts if wins is None else wins + counts
@@ -403,7 +420,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         for group in opt.param_groups:
             group["lr"] = learning_rate(config, step, time.perf_counter() - start)
         masks = model(images).softmax(1)
-        loss = motion_loss(config.loss, masks, flows, config.combine)
+        loss = motion_loss(config.loss, masks, flows, config.combine, config.eps)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -412,14 +429,15 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         if (config.reseed_every and step % config.reseed_every == 0
                 and budget_spent(config, step, time.perf_counter() - start) < config.reseed_until):
             reseed_dead_segments(model, masks.detach(), flows, config.dead_usage, gen, config.loss,
-                                 config.dead_by)
+                                 config.dead_by, config.eps)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
         if step % config.eval_every == 0 or done():
             rec = {"step": step, "loss": loss_value, "elapsed": time.perf_counter() - start}
             rec.update({("heldout_loss" if k == "loss" else k): v for k, v in
-                        evaluate(model, heldout, config.loss, combine=config.combine).items()})
+                        evaluate(model, heldout, config.loss, combine=config.combine,
+                                 eps=config.eps).items()})
             records.append(rec)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -437,7 +455,8 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, frames
 
     Cube checkpoints (``data=None``) are scored on the held-out sequences (``frames`` frames
     each): ``miou``, ``fg_ari``, ``loss``, ``segment_fractions``. Video checkpoints need
-    ``data`` (the caches or Sintel folder) and are scored on its ``split`` pairs.
+    ``data`` (the caches or Sintel folder) and are scored on its ``split`` pairs. The loss is
+    the one the network trained with, ridge (``eps``) included.
     """
     model, config = load_checkpoint(path)
     loss = config.get("loss", "affine")
@@ -449,6 +468,7 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, frames
     else:
         pairs = load_pairs(data, split)
         where = {"data": str(data), "split": split}
-    result = evaluate(model, pairs, loss)
+    eps = config.get("train", {}).get("eps", ADDED_SETTINGS["eps"])  # the loss it trained on
+    result = evaluate(model, pairs, loss, eps=eps)
     return {**result, "frames": len(pairs), **where, "size": config["size"],
             "num_segments": config["num_segments"], "loss_name": loss}

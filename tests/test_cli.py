@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import s3lib.train
 from s3lib.flow import read_flo
 
 
@@ -230,3 +231,5 @@ def test_train_flags_reach_the_config():
             first.reseed_until, first.threads, first.steps, first.minutes, first.augment,
             first.hue) == (2, 32, 2e-3, "constant", "mass", 1.0, 1, 10, None, False, 0.0)
     assert default.gap == 1 and train_config(["cube", "--out", "runs/x", "--gap", "5"]).gap == 5
+    assert train_config(["cube", "--out", "runs/x", "--eps", "1e-7"]).eps == 1e-7
+    assert default.eps == s3lib.train.TrainConfig.eps == 1e-6  # the CLI's literal default is the config's

@@ -339,15 +339,56 @@ def test_bad_gap_is_named(kwargs):
         TrainConfig(steps=1, **kwargs).validate()
 
 
-def test_a_run_saved_before_gap_existed_resumes(tmp_path):
-    config = TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4, levels=1)
+@pytest.mark.parametrize("setting,other", [("gap", 2), ("eps", 1e-6)])
+def test_a_run_saved_before_a_setting_existed_resumes(tmp_path, setting, other):
+    """Runs saved without ``setting`` used ``ADDED_SETTINGS[setting]``: they resume with it,
+    and a resume with another value is refused."""
+    config = replace(TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4,
+                                 levels=1), **{setting: s3lib.train.ADDED_SETTINGS[setting]})
     data = training_data(config)
     train(config, tmp_path, progress=False, data=data)
     path = tmp_path / "checkpoint.pt"
     payload = torch.load(path, weights_only=True)
-    del payload["config"]["train"]["gap"]
+    del payload["config"]["train"][setting]
     torch.save(payload, path)
     records = train(replace(config, steps=3), tmp_path, resume=True, progress=False, data=data)
     assert records[-1]["step"] == 3
     with pytest.raises(ValueError, match="other settings"):
-        train(replace(config, steps=4, gap=2), tmp_path, resume=True, progress=False, data=data)
+        train(replace(config, steps=4, **{setting: other}), tmp_path, resume=True,
+              progress=False, data=data)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-6, float("nan"), float("inf"), "1e-6", True])
+def test_bad_eps_is_named(eps):
+    with pytest.raises(ValueError, match="eps"):
+        TrainConfig(steps=1, eps=eps).validate()
+
+
+def test_eps_is_the_ridge_of_the_training_loss_and_of_its_scores():
+    """The cube's true faces fit their affine motions almost exactly under a small ridge; the
+    default ridge of the loss (1e-4) shrinks the slopes of small faces, so the same masks
+    cost more. ``motion_loss``, ``segment_costs`` and ``evaluate`` all use the ridge given."""
+    from s3lib.losses import affine_motion_loss
+
+    pairs = heldout_cube_pairs(32, frames=3)
+    masks = torch.nn.functional.one_hot(pairs.labels, 7).permute(0, 3, 1, 2).float()
+    small, large = (motion_loss("affine", masks, pairs.flows, eps=e) for e in (1e-6, 1e-4))
+    assert float(small) < 0.5 * float(large)
+    assert torch.equal(small, affine_motion_loss(masks, pairs.flows, eps=1e-6))
+    costs = segment_costs("affine", masks, pairs.flows, eps=1e-6)
+    assert float(costs.max()) < 0.8 * float(segment_costs("affine", masks, pairs.flows).max())
+    model = SegmentationNet(7, 4, levels=1)
+    scores = [evaluate(model, pairs, eps=e)["loss"] for e in (1e-6, 1e-4)]
+    assert scores[0] != scores[1]
+
+
+def test_eval_of_a_checkpoint_scores_with_the_ridge_it_trained_with(tmp_path):
+    config = TrainConfig(size=16, steps=1, eval_every=1, frames=4, batch=2, width=4, levels=1,
+                         eps=0.5)  # a ridge far from the loss's default, 1e-4
+    records = train(config, tmp_path, progress=False, data=(cube_pairs(size=16, frames=4),
+                                                            heldout_cube_pairs(16, frames=3)))
+    result = evaluate_checkpoint(tmp_path / "checkpoint.pt", frames=3)
+    assert result["loss"] == pytest.approx(records[-1]["heldout_loss"], rel=1e-5)
+    model, _ = load_checkpoint(tmp_path / "checkpoint.pt")
+    default_ridge = evaluate(model, heldout_cube_pairs(16, frames=3))["loss"]
+    assert result["loss"] != pytest.approx(default_ridge, rel=0.05)
