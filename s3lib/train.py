@@ -44,7 +44,7 @@ DEAD_BY = ("wins", "mass")
 SCHEDULES = ("cosine", "constant")
 
 
-ADDED_SETTINGS = {"gap": 1, "eps": DEFAULT_EPS}
+ADDED_SETTINGS = {"gap": 1, "eps": 1e-4}
 """Settings added after runs were saved without them, with the value those runs used."""
 
 TRAIN_EPS = 1e-6
@@ -468,7 +468,7 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, frames
     else:
         pairs = load_pairs(data, split)
         where = {"data": str(data), "split": split}
-    eps = config.get("train", {}).get("eps", ADDED_SETTINGS["eps"])  # the loss it trained on
-    result = evaluate(model, pairs, loss, eps=eps)
+    run = {**ADDED_SETTINGS, **config.get("train", {})}  # the loss it trained on
+    result = evaluate(model, pairs, loss, combine=run.get("combine", "segments"), eps=run["eps"])
     return {**result, "frames": len(pairs), **where, "size": config["size"],
             "num_segments": config["num_segments"], "loss_name": loss}

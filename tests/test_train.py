@@ -358,6 +358,31 @@ def test_a_run_saved_before_a_setting_existed_resumes(tmp_path, setting, other):
               progress=False, data=data)
 
 
+def test_training_and_reseeding_fit_with_the_configured_ridge(tmp_path, monkeypatch):
+    """Every affine fit of a run (training loss, re-seeding costs, held-out scores) uses
+    ``config.eps``; runs saved before the setting existed used the loss's 1e-4."""
+    assert s3lib.train.ADDED_SETTINGS == {"gap": 1, "eps": 1e-4}
+    seen = {"loss": [], "costs": []}
+    loss, costs = s3lib.train.motion_loss, s3lib.train.segment_costs
+
+    def loss_spy(*args, **kwargs):
+        seen["loss"].append(kwargs.get("eps", args[4] if len(args) > 4 else None))
+        return loss(*args, **kwargs)
+
+    def costs_spy(*args, **kwargs):
+        seen["costs"].append(kwargs.get("eps", args[3] if len(args) > 3 else None))
+        return costs(*args, **kwargs)
+
+    monkeypatch.setattr(s3lib.train, "motion_loss", loss_spy)
+    monkeypatch.setattr(s3lib.train, "segment_costs", costs_spy)
+    config = TrainConfig(size=16, steps=2, eval_every=2, frames=4, batch=2, width=4, levels=1,
+                         eps=0.5, reseed_every=1, dead_usage=1.0)  # every segment re-seeded
+    train(config, tmp_path, progress=False,
+          data=(cube_pairs(size=16, frames=4), heldout_cube_pairs(16, frames=3)))
+    assert len(seen["loss"]) >= 3 and set(seen["loss"]) == {0.5}  # 2 steps + held-out batches
+    assert seen["costs"] and set(seen["costs"]) == {0.5}
+
+
 @pytest.mark.parametrize("eps", [0.0, -1e-6, float("nan"), float("inf"), "1e-6", True])
 def test_bad_eps_is_named(eps):
     with pytest.raises(ValueError, match="eps"):

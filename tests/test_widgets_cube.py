@@ -16,6 +16,7 @@ from s3lib.grouping import homogeneous_coordinates
 from s3lib.losses import fit_affine
 from s3lib.metrics import matched_miou
 from s3lib.models import SegmentationNet
+from s3lib.train import TRAIN_EPS
 from s3lib.widgets.cube import CubeExplorer, cube_explorer, frame_scores
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -38,12 +39,13 @@ def explorer(model, pairs):
     return cube_explorer(model, pairs)
 
 
-def reference(model, pairs, frame: int, segment: int) -> dict[str, float]:
-    """mIoU, share and mean residual of one frame and segment, computed without the widget."""
+def reference(model, pairs, frame: int, segment: int, eps: float = TRAIN_EPS) -> dict[str, float]:
+    """mIoU, share and mean residual of one frame and segment, computed without the widget
+    (``eps``: the fit's ridge, by default the training loss's)."""
     with torch.no_grad():
         masks = model(pairs.images[frame:frame + 1]).softmax(1)  # (1, L, H, W)
     flow = pairs.flows[frame:frame + 1]
-    params = fit_affine(flow, masks)[0, segment]  # (2, 3)
+    params = fit_affine(flow, masks, eps)[0, segment]  # (2, 3)
     phi = homogeneous_coordinates(SIZE, SIZE)  # (3, H, W)
     pred = torch.einsum("ck,khw->chw", params, phi)
     rho = (flow[0] - pred).norm(dim=0)
@@ -88,6 +90,23 @@ def test_label_numbers_match_a_direct_computation(explorer, model, pairs, frame,
     assert shown["share"] == pytest.approx(ref["share"], abs=6e-4)
     assert shown["residual"] == pytest.approx(ref["residual"], abs=6e-4)
     assert explorer.last.residual == pytest.approx(ref["residual"], rel=1e-3, abs=1e-5)
+
+
+def test_the_ridge_is_the_one_given(pairs):
+    """The explorer fits with its ``eps``: the training loss's ridge by default, or another one
+    (checkpoints made before ``TrainConfig.eps`` were trained with 1e-4). On the true faces the
+    larger ridge flattens the motion of the smallest face, so its residual grows."""
+    masks = torch.nn.functional.one_hot(pairs.labels, 7).permute(0, 3, 1, 2).float()
+    sizes = [(int((pairs.labels[t] == f).sum()), t, f) for t in range(len(pairs))
+             for f in range(1, 7) if (pairs.labels[t] == f).sum() >= 5]
+    _, t, face = min(sizes)
+    residual = {eps: frame_scores(pairs.flows[t], pairs.labels[t], masks[t], face, eps=eps).residual
+                for eps in (1e-4, TRAIN_EPS)}
+    assert residual[1e-4] > 1.5 * residual[TRAIN_EPS]
+    for eps, explorer in ((TRAIN_EPS, CubeExplorer(pairs=pairs, masks=masks)),
+                          (1e-4, CubeExplorer(pairs=pairs, masks=masks, eps=1e-4))):
+        explorer.show(t, face)
+        assert explorer.last.residual == pytest.approx(residual[eps], rel=1e-6)
 
 
 def test_the_true_faces_score_perfectly(pairs):

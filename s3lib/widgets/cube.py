@@ -11,7 +11,8 @@ it is what the loss pays; outside it shows where that motion would be wrong).
 The numbers under the picture (:func:`frame_scores`) are the frame's matched mIoU (hard segments,
 argmax, against the faces and the background), the share of the pixels the segment wins, and its
 mask-weighted mean residual in pixels, the cost by which :func:`s3lib.train.reseed_dead_segments`
-finds the worst-fitting segment.
+finds the worst-fitting segment. Every fit uses the ridge of the training loss (``eps``, by
+default :data:`s3lib.train.TRAIN_EPS`; notebook 04, section 5.5).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..data.cube import NUM_FACES
 from ..data.pairs import FlowPairs
 from ..losses import affine_reconstruction, fit_affine, segment_squared_residuals
 from ..metrics import matched_miou
+from ..train import TRAIN_EPS
 
 
 @dataclass
@@ -45,33 +47,35 @@ class CubeScores:
 
 
 @torch.no_grad()
-def segment_residuals(flow: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def segment_residuals(flow: torch.Tensor, masks: torch.Tensor,
+                      eps: float = TRAIN_EPS) -> torch.Tensor:
     """``|f_u - A_l phi_u|`` of every segment's affine motion at every pixel: ``(L, H, W)``.
 
     ``flow (2, H, W)`` pixels, ``masks (L, H, W)`` soft segments; ``A_l`` is
-    :func:`s3lib.losses.fit_affine` of the masks (the loss's own fit, default ridge).
+    :func:`s3lib.losses.fit_affine` of the masks with the ridge ``eps`` (the training loss's fit).
     """
     num, h, w = masks.shape
-    params = fit_affine(flow[None], masks[None])
+    params = fit_affine(flow[None], masks[None], eps)
     return portable.sqrt(segment_squared_residuals(params, flow[None])[0]).reshape(num, h, w)
 
 
 @torch.no_grad()
 def frame_scores(flow: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, segment: int,
-                 frame: int = 0) -> CubeScores:
+                 frame: int = 0, eps: float = TRAIN_EPS) -> CubeScores:
     """Scores of one frame: ``flow (2, H, W)``, ``labels (H, W)`` int64 (0 background, 1..6
     faces), ``masks (L, H, W)`` soft segments, ``segment`` in ``0..L-1``.
 
     - ``miou``: :func:`s3lib.metrics.matched_miou` of ``masks.argmax(0)`` against ``labels``;
     - ``share``: fraction of the pixels where ``segment`` has the largest mask;
     - ``residual``: ``sum_u m_lu |f_u - A_l phi_u| / sum_u m_lu`` (pixels), the segment's
-      mask-weighted mean residual (as :func:`s3lib.train.segment_costs` computes it).
+      mask-weighted mean residual (as :func:`s3lib.train.segment_costs` computes it; ``eps``:
+      the fit's ridge).
     """
     num = masks.shape[0]
     if not isinstance(segment, int) or isinstance(segment, bool) or not 0 <= segment < num:
         raise ValueError(f"segment: expected an int in 0..{num - 1}, got {segment!r}")
     hard = masks.argmax(0)
-    rho = segment_residuals(flow, masks)[segment]
+    rho = segment_residuals(flow, masks, eps)[segment]
     m = masks[segment]
     return CubeScores(frame=frame, segment=segment, miou=matched_miou(hard, labels),
                       share=float((hard == segment).float().mean()),
@@ -80,16 +84,17 @@ def frame_scores(flow: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, 
 
 def render_cube_frame(image: torch.Tensor, flow: torch.Tensor, labels: torch.Tensor,
                       masks: torch.Tensor, segment: int, max_flow: float,
-                      title: str = "") -> bytes:
+                      title: str = "", eps: float = TRAIN_EPS) -> bytes:
     """The explorer's picture (PNG bytes) of one frame: image, true faces, soft segments (the
     chosen one outlined), exact flow, rebuilt flow (both on the colour wheel scaled to
-    ``max_flow`` px) and the chosen segment's residual map with its colour bar (px)."""
+    ``max_flow`` px) and the chosen segment's residual map with its colour bar (px); ``eps``:
+    the ridge of the affine fits."""
     import matplotlib.pyplot as plt
 
     from ..viz import colorize_labels, colorize_masks, figure_to_png, show_flow, show_image
 
-    recon = affine_reconstruction(flow[None], masks[None])[0]
-    rho = segment_residuals(flow, masks)[segment]
+    recon = affine_reconstruction(flow[None], masks[None], eps)[0]
+    rho = segment_residuals(flow, masks, eps)[segment]
     outline = (masks.argmax(0) == segment).numpy().astype(float)
     fig, axes = plt.subplots(1, 6, figsize=(14.5, 2.75),
                              gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.25], "wspace": 0.08,
@@ -117,10 +122,12 @@ def render_cube_frame(image: torch.Tensor, flow: torch.Tensor, labels: torch.Ten
 class CubeExplorer(QuietControls):
     """Controls ``frame`` and ``segment`` (IntSliders); ``image`` (the picture), ``info``
     (Label: :meth:`CubeScores.summary`), ``widget`` (everything). ``masks (N, L, H, W)``: the
-    network's soft segments of every pair, computed once; ``last``: the scores shown."""
+    network's soft segments of every pair, computed once; ``eps``: the ridge of the affine fits;
+    ``last``: the scores shown."""
 
     pairs: FlowPairs
     masks: torch.Tensor
+    eps: float = TRAIN_EPS
     frame: object = field(init=False)
     segment: object = field(init=False)
     image: object = field(init=False)
@@ -150,10 +157,10 @@ class CubeExplorer(QuietControls):
         t, l = int(self.frame.value), int(self.segment.value)
         if (t, l) not in self._cache:
             flow, labels, masks = self.pairs.flows[t], self.pairs.labels[t], self.masks[t]
-            scores = frame_scores(flow, labels, masks, l, frame=t)
+            scores = frame_scores(flow, labels, masks, l, frame=t, eps=self.eps)
             source = self.pairs.source[t] if self.pairs.source else f"pair {t}"
             png = render_cube_frame(self.pairs.images[t], flow, labels, masks, l, self.max_flow,
-                                    f"{source}: {scores.summary()}")
+                                    f"{source}: {scores.summary()}", eps=self.eps)
             self._cache[t, l] = (scores, png)
         self.last, self.image.value = self._cache[t, l]
         self.info.value = self.last.summary()
@@ -170,7 +177,7 @@ class CubeExplorer(QuietControls):
 
 
 def cube_explorer(model: torch.nn.Module, pairs: FlowPairs, frame: int = 0,
-                  segment: int = 0) -> CubeExplorer:
+                  segment: int = 0, eps: float = TRAIN_EPS) -> CubeExplorer:
     """Build the cube explorer of ``04_cube_toy.ipynb``.
 
     Args:
@@ -180,13 +187,15 @@ def cube_explorer(model: torch.nn.Module, pairs: FlowPairs, frame: int = 0,
         pairs: cube frame pairs with labels, e.g. one held-out sequence,
             ``cube_pairs((HELDOUT_SEEDS[0],), size, frames)``.
         frame, segment: the controls' first values.
+        eps: the ridge of the affine fits: the one the network was trained with
+            (``TrainConfig.eps``; 1e-4 for checkpoints made before the setting existed).
     """
     from ..train import predict_masks
 
     if not isinstance(pairs, FlowPairs) or pairs.labels is None or len(pairs) == 0:
         raise ValueError("pairs: expected non-empty FlowPairs with face labels (cube_pairs)")
     masks = predict_masks(model, pairs.images)
-    explorer = CubeExplorer(pairs=pairs, masks=masks)
+    explorer = CubeExplorer(pairs=pairs, masks=masks, eps=eps)
     if (frame, segment) != (0, 0):
         explorer.show(frame, segment)
     return explorer
