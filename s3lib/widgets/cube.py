@@ -27,7 +27,7 @@ from ..data.cube import NUM_FACES
 from ..data.pairs import FlowPairs
 from ..losses import affine_reconstruction, fit_affine, segment_squared_residuals
 from ..metrics import matched_miou
-from ..train import TRAIN_EPS
+from ..train import TRAIN_EPS, predict_masks
 
 
 @dataclass
@@ -190,8 +190,6 @@ def cube_explorer(model: torch.nn.Module, pairs: FlowPairs, frame: int = 0,
         eps: the ridge of the affine fits: the one the network was trained with
             (``TrainConfig.eps``; 1e-4 for checkpoints made before the setting existed).
     """
-    from ..train import predict_masks
-
     if not isinstance(pairs, FlowPairs) or pairs.labels is None or len(pairs) == 0:
         raise ValueError("pairs: expected non-empty FlowPairs with face labels (cube_pairs)")
     masks = predict_masks(model, pairs.images)
