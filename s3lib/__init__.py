@@ -3,12 +3,13 @@
 Modules, one idea each (the notebook that explains each is named in its docstring):
 
 - :mod:`s3lib.setup`    -- ``reproducible(seed)``: seeds, thread count, deterministic kernels.
-- :mod:`s3lib.portable` -- the same digits on every x86 CPU: kernel pins, exact sqrt/log, Adam.
+- :mod:`s3lib.check`    -- ``expect(name, value, target, tol)``: the notebooks' tolerance checks.
 - :mod:`s3lib.config`   -- the one quick-mode switch (``S3_QUICK``) and the data root.
 - :mod:`s3lib.flow`     -- ``.flo`` I/O, the Middlebury colour wheel, OpenCV flow, warping.
 - :mod:`s3lib.metrics`  -- matched mIoU, (FG-)ARI, average precision (sklearn and VOC07 styles).
 - :mod:`s3lib.viz`      -- segment colours, overlays, flow pictures with a colour wheel.
 - :mod:`s3lib.widgets`  -- ipywidgets builders used by the notebooks (tested without a browser).
+- :mod:`s3lib.motion`   -- per-segment motion models: basis, normal equations, solve, residuals.
 - :mod:`s3lib.grouping` -- eq. (1)-(2): likelihood of a segmentation, fitted or integrated.
 - :mod:`s3lib.losses`   -- the affine, entropy and marginal-likelihood motion losses.
 - :mod:`s3lib.freemask` -- segmenting one flow field by gradient descent on free masks.

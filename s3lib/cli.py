@@ -148,28 +148,85 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type,
+                         positional: tuple[str, ...] = ()) -> None:
+    """Add one flag per field of the dataclass ``cls`` (e.g. :class:`~s3lib.train.TrainConfig`):
+    ``dead_by`` becomes ``--dead-by``; the field's type gives the flag's type (``Literal``:
+    its choices; ``bool``: ``--x/--no-x``; ``X | None``: optional), its default and its
+    ``help`` metadata the flag's. Fields named in ``positional`` are positional arguments;
+    fields with the same ``group`` metadata are mutually exclusive (giving one sets the others
+    to ``None``, :func:`config_from_args`). No flag is written by hand, so none can disagree
+    with the config."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for f in dataclasses.fields(cls):
+        kind, default = hints[f.name], f.default
+        options: dict = {"help": f.metadata.get("help", "").replace("%", "%%")}
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if typing.get_origin(kind) is typing.Literal:
+            options["choices"] = list(typing.get_args(kind))
+            options["type"] = type(options["choices"][0])
+        elif kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = kind
+        if f.name in positional:
+            parser.add_argument(f.name, **options)
+            continue
+        group = f.metadata.get("group")
+        if group:  # its default is not argparse's (see config_from_args)
+            options["help"] += f" (default: {default})" if default is not None else ""
+        elif kind is bool:
+            options["help"] += f" (default: --{'' if default else 'no-'}{f.name.replace('_', '-')})"
+        else:
+            options["help"] += " (default: %(default)s)"
+        target = parser
+        if group:
+            if group not in groups:
+                groups[group] = parser.add_mutually_exclusive_group()
+            target = groups[group]
+            options["default"] = argparse.SUPPRESS  # to see which one was given
+        else:
+            options["default"] = default
+        if "action" not in options and "choices" not in options:
+            options["metavar"] = f.name.upper()
+        target.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **options)
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    """The ``cls`` instance that the flags of :func:`add_config_arguments` in ``args`` give:
+    a field of a ``group`` that was not given is ``None`` when another of its group was, and
+    its default when none was."""
+    import dataclasses
+
+    values, given = {}, {f.metadata.get("group") for f in dataclasses.fields(cls)
+                         if f.metadata.get("group") and hasattr(args, f.name)}
+    for f in dataclasses.fields(cls):
+        if hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+        elif f.metadata.get("group") in given:
+            values[f.name] = None
+    return cls(**values)
+
+
 def train_config(argv: list[str]) -> TrainConfig:
     """The :class:`~s3lib.train.TrainConfig` that ``s3 train ARGV...`` runs, e.g.
-    ``train_config(["cube", "--out", "runs/cube"])`` (notebook 04 prints the defaults with it)."""
-    args = build_parser().parse_args(["train", *argv])
-    return _config_from_args(args)
+    ``train_config(["cube", "--out", "runs/cube"])``."""
+    return _config_from_args(build_parser().parse_args(["train", *argv]))
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     from .train import TrainConfig
 
-    minutes = None if args.steps is not None else (15.0 if args.minutes is None else args.minutes)
     if args.dataset == "video" and not args.data:
         raise ValueError("train video: --data DIR is required (caches of `s3 prepare-video`, "
                          "or MPI-Sintel's folder)")
-    return TrainConfig(dataset=args.dataset, data=args.data, loss=args.loss, size=args.size,
-                       num_segments=args.segments, steps=args.steps, minutes=minutes,
-                       seed=args.seed, device=args.device, width=args.width, levels=args.levels,
-                       batch=args.batch, lr=args.lr, schedule=args.schedule,
-                       dead_by=args.dead_by, reseed_until=args.reseed_until,
-                       threads=args.threads, augment=not args.no_augment, gap=args.gap,
-                       eps=args.eps,
-                       hue=0.0 if args.no_augment else TrainConfig.hue)
+    return config_from_args(TrainConfig, args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -186,8 +243,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .setup import reproducible
     from .train import evaluate_checkpoint
 
-    # one thread and the portable kernels: the same digits on every x86 CPU (s3lib.portable)
-    reproducible(0)
+    reproducible(0)  # one thread, deterministic
 
     if args.dataset == "video" and not args.data:
         raise ValueError("eval video: --data DIR is required (the caches it was trained on)")
@@ -243,41 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .flo (flow) or .png (colour-coded)")
     p.set_defaults(func=_cmd_flow)
 
-    p = sub.add_parser("train", help="train a segmentation network (notebooks 04-06)")
-    p.add_argument("dataset", choices=["cube", "video"])
-    p.add_argument("--data", help="video: caches of `s3 prepare-video` (or MPI-Sintel's folder)")
-    p.add_argument("--loss", choices=["affine", "entropy", "marginal"], default="affine")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--width", type=int, default=16,
-                   help="channels of the network's full-resolution level (default 16)")
-    p.add_argument("--levels", type=int, default=4,
-                   help="poolings of the U-Net (default 4; the first checkpoints used 2)")
-    p.add_argument("--batch", type=int, default=8, help="pairs per step (default 8)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
-                   help="learning rate: cosine decay to 0 over the budget (default) or constant")
-    p.add_argument("--dead-by", choices=["wins", "mass"], default="wins",
-                   help="a segment is dead (re-seeded) when it wins, or holds, < 1%% of the "
-                        "pixels (default wins)")
-    p.add_argument("--reseed-until", type=float, default=0.75,
-                   help="stop re-seeding dead segments once this share of the budget is spent "
-                        "(default 0.75; 1: to the end)")
-    p.add_argument("--threads", type=int, default=2,
-                   help="CPU threads (default 2; results are reproducible for a fixed count)")
-    p.add_argument("--no-augment", action="store_true",
-                   help="no random symmetries or hue rotation (notebook 04 shows why they help)")
+    from .train import TrainConfig
+
+    p = sub.add_parser("train", help="train a segmentation network (notebooks 04-06)",
+                       description="Train a segmentation network. Every flag but --out, "
+                                   "--resume and --quiet is a field of s3lib.train.TrainConfig.")
+    add_config_arguments(p, TrainConfig, positional=("dataset",))
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="train for this long (default 15)")
-    budget.add_argument("--steps", type=int, help="train for this many steps")
-    p.add_argument("--size", type=int, default=64, help="cube: image side (multiple of 4)")
-    p.add_argument("--segments", type=int, default=5, help="number of segments L (>= 2)")
-    p.add_argument("--gap", type=int, default=1, metavar="K",
-                   help="cube: train on the flow from frame t to t + K (larger motions; "
-                        "default 1)")
-    p.add_argument("--eps", type=float, default=1e-6, metavar="RIDGE",
-                   help="ridge of the affine loss's per-segment fit (default 1e-6)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)

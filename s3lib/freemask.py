@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 
-from . import portable
 from .metrics import matched_miou
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -85,7 +84,7 @@ def segment_flow(flow: torch.Tensor, num_segments: int, loss_fn: LossFn, steps: 
                                                  align_corners=False)
         return lg.softmax(1)
 
-    opt = portable.Adam([logits], lr=lr)  # the same steps on every CPU
+    opt = torch.optim.Adam([logits], lr=lr)
     result = FreeMaskResult(masks=masks_of(logits.detach())[0])
     bar = range(steps + 1)
     if progress:

@@ -19,15 +19,13 @@ from typing import Literal
 
 import torch
 
-from . import portable
-from .grouping import (Model, _normal_equations, _symmetric, basis_products, check_inputs,
-                       log_evidence, solve_motion)
+from . import motion
+from .grouping import log_evidence
+from .motion import DEFAULT_EPS, Model, basis_products, check_inputs, symmetric
 
 Robust = Literal["charbonnier", "l1", "l2"]
 Combine = Literal["segments", "blend"]
 
-DEFAULT_EPS = 1e-4
-"""Ridge of the weighted least squares, relative to pixel-mean statistics (see fit_affine)."""
 DEFAULT_DELTA = 0.1
 """Charbonnier's delta in pixels: quadratic below it, linear (robust) above it."""
 
@@ -47,9 +45,10 @@ def fit_affine(flow: torch.Tensor, masks: torch.Tensor, eps: float = DEFAULT_EPS
     small ridge keeps an empty segment finite (its model shrinks to zero motion); since the
     statistics are pixel means over normalised coordinates, ``eps`` means the same at every
     image size. They are means over *all* pixels, though, so the ridge weighs more against a
-    small segment: a face of 60 of 64x64 pixels, 8 across, keeps less than half of its slope
-    at the default ``eps``; training uses ``1e-6`` (``s3lib.train.TRAIN_EPS``, notebook 04,
-    section 5.5). All ``B x L`` systems are built with two matrix products and solved at once;
+    small segment: the default (:data:`s3lib.motion.DEFAULT_EPS`, 1e-6) is small enough that a
+    face of 60 of 64x64 pixels keeps 99% of its slope (notebook 04). The fit itself is
+    :func:`s3lib.motion.fit`: all ``B x L`` systems built with two matrix products and solved
+    at once;
     the result is differentiable w.r.t. ``masks`` and ``flow``.
 
     Args:
@@ -60,25 +59,7 @@ def fit_affine(flow: torch.Tensor, masks: torch.Tensor, eps: float = DEFAULT_EPS
         ``A`` of shape ``(B, L, 2, K)``: ``flow_l(u) = A[b, l] @ phi_u`` (row 0 = x, row 1 = y).
     """
     masks, flow = check_inputs(masks, flow)
-    return _fit(flow, masks, eps, model)[0]
-
-
-def _fit(flow: torch.Tensor, masks: torch.Tensor, eps: float, model: Model):
-    """``(A, fphi, G)`` for checked inputs (see :func:`fit_affine`)."""
-    if not eps > 0:
-        raise ValueError(f"eps: expected a positive ridge, got {eps!r}")
-    g, r, _, fphi = _normal_equations(flow, masks, model)
-    return solve_motion(g, r, eps), fphi, g
-
-
-def _blend(params: torch.Tensor, masks: torch.Tensor, model: Model) -> torch.Tensor:
-    """``sum_l m_lu A_l phi_u`` via per-pixel blended coefficients: ``(B, 2, H, W)``."""
-    b, num_l, h, w = masks.shape
-    k = params.shape[-1]
-    phi = basis_products(h, w, model, masks.dtype, masks.device)[0]
-    coeff = torch.bmm(params.reshape(b, num_l, 2 * k).transpose(1, 2),
-                      masks.reshape(b, num_l, h * w))  # (B, 2K, N): each pixel's own 2 x K map
-    return (coeff.reshape(b, 2, k, h * w) * phi).sum(2).reshape(b, 2, h, w)
+    return motion.fit(flow, masks, eps, model)[0]
 
 
 def affine_reconstruction(flow: torch.Tensor, masks: torch.Tensor, eps: float = DEFAULT_EPS,
@@ -89,56 +70,7 @@ def affine_reconstruction(flow: torch.Tensor, masks: torch.Tensor, eps: float = 
     (the paper's fig. 1b: one affine map per region, recombined by the soft masks).
     """
     masks, flow = check_inputs(masks, flow)
-    return _blend(_fit(flow, masks, eps, model)[0], masks, model)
-
-
-def segment_squared_residuals(params: torch.Tensor, flow: torch.Tensor, model: Model = "affine",
-                              fphi: torch.Tensor | None = None, offset: float = 0.0
-                              ) -> torch.Tensor:
-    """``|f_u - A_l phi_u|^2 (+ offset)`` for every segment and pixel: ``(B, L, H*W)``, >= offset.
-
-    Expanded as ``|f_u|^2 - 2 <A_l, f_u phi_u^T> + phi_u^T A_l^T A_l phi_u``: two batched
-    matrix products of small per-segment coefficients (``-2 A_l`` and the distinct entries of
-    ``A_l^T A_l``) with per-pixel products that do not depend on the segment (``f_c phi_k`` and
-    ``phi_j phi_k``, cached per image size). Nothing of size ``(B, L, 2, N)`` is formed, which
-    makes the per-segment loss about as cheap as the blended one. The expansion loses precision
-    in proportion to ``|f|^2``, so the image's mean flow ``t`` is taken out first (``f - t``
-    against ``A - [0 0 t]``, the constant basis function being 1), and rounding below zero is
-    clamped.
-
-    Args:
-        params: ``(B, L, 2, K)``. flow: ``(B, 2, H, W)``.
-        fphi: the ``(B, 2K, N)`` products ``f_c phi_k`` of the uncentred flow, if already built.
-        offset: a constant added after clamping (Charbonnier's ``delta^2``).
-    """
-    h, w = flow.shape[-2:]
-    basis = basis_products(h, w, model, flow.dtype, flow.device)
-    centred, fphi_c, flow_sq = _centre(params, flow, fphi, basis[0])
-    return _expanded_sq(centred, fphi_c, flow_sq, basis).clamp_min(0) + offset
-
-
-def _centre(params, flow, fphi, phi):
-    """``(A - [0 0 t], (f - t) phi^T products (B, 2K, N), |f - t|^2 (B, 1, N))``, t = mean flow."""
-    b, num_l, _, k = params.shape
-    n = phi.shape[-1]
-    f = flow.reshape(b, 2, n)
-    t = f.mean(-1, keepdim=True)  # (B, 2, 1)
-    if fphi is None:
-        fphi = (f[:, :, None] * phi).reshape(b, 2 * k, n)
-    fphi_c = fphi - (t[:, :, None] * phi).reshape(b, 2 * k, n)
-    shift = torch.zeros_like(params)
-    shift[..., 2] = t[:, None, :, 0]  # column 2 multiplies the constant basis function
-    return params - shift, fphi_c, (f - t).pow(2).sum(1, keepdim=True)
-
-
-def _expanded_sq(params, fphi, flow_sq, basis) -> torch.Tensor:
-    """``|f|^2 - 2 <A, f phi^T> + phi^T A^T A phi`` as two ``baddbmm`` calls: ``(B, L, N)``."""
-    _, products, rows, cols = basis
-    b, num_l, _, k = params.shape
-    sq = torch.baddbmm(flow_sq, params.reshape(b, num_l, 2 * k), fphi, alpha=-2.0)
-    ata = params.transpose(-1, -2) @ params  # (B, L, K, K)
-    twice = torch.where(rows == cols, 1.0, 2.0).to(params.dtype)
-    return torch.baddbmm(sq, ata[..., rows, cols] * twice, products.expand(b, -1, -1))
+    return motion.blend(motion.fit(flow, masks, eps, model)[0], masks, model)
 
 
 def robust_penalty(sq_norm: torch.Tensor, robust: Robust = "charbonnier",
@@ -153,9 +85,9 @@ def robust_penalty(sq_norm: torch.Tensor, robust: Robust = "charbonnier",
     if robust == "charbonnier":
         if not delta > 0:
             raise ValueError(f"delta: expected a positive number of pixels, got {delta!r}")
-        return portable.sqrt(sq_norm + delta * delta) - delta
+        return torch.sqrt(sq_norm + delta * delta) - delta
     if robust == "l1":
-        return portable.sqrt(sq_norm.clamp_min(0) + 1e-12)
+        return torch.sqrt(sq_norm.clamp_min(0) + 1e-12)
     if robust == "l2":
         return sq_norm
     raise ValueError(f"robust: expected 'charbonnier', 'l1' or 'l2', got {robust!r}")
@@ -179,11 +111,9 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
               blended reconstruction (the paper's fig. 1b). Mixing two motions can fit a third,
               so soft, shared segments are not penalised.
 
-            Notebook 02 measures both on the same free-mask experiment (eight scenes, best of
-            four restarts; its table printed mean matched mIoU 0.940 for ``"segments"`` vs
-            0.979 for ``"blend"`` on exact flow, 0.565 vs 0.484 with 0.2 px of noise, and mean
-            largest mask 0.97 vs 0.89 there). Estimated flow is noisy and harder masks are
-            what a segmentation needs, so ``"segments"`` is the default.
+            Notebook 02 measures both on the same free-mask experiment: the blend fits
+            exact flow with softer, shared masks; ``"segments"`` gives harder masks, which a
+            segmentation needs, so it is the default.
         eps: ridge of the fit (:func:`fit_affine`). delta: Charbonnier's delta (pixels).
         model: ``"affine"`` or ``"quadratic"``.
 
@@ -193,8 +123,8 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
     masks, flow = check_inputs(masks, flow)
     b, num_l, h, w = masks.shape
     if combine == "blend":
-        params = _fit(flow, masks, eps, model)[0]
-        sq = (flow - _blend(params, masks, model)).pow(2).sum(1)
+        params = motion.fit(flow, masks, eps, model)[0]
+        sq = (flow - motion.blend(params, masks, model)).pow(2).sum(1)
         return robust_penalty(sq, robust, delta).mean()
     if combine != "segments":
         raise ValueError(f"combine: expected 'segments' or 'blend', got {combine!r}")
@@ -204,15 +134,15 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
         raise ValueError(f"robust: expected 'charbonnier', 'l1' or 'l2', got {robust!r}")
     if not flow.requires_grad:  # the training case: a hand-written backward, fewer passes
         with torch.no_grad():
-            params, fphi, g = _fit(flow, masks, eps, model)
+            params, fphi, g = motion.fit(flow, masks, eps, model)
         return _SegmentsLoss.apply(masks, flow, params, fphi, g, eps, robust, delta, model)
-    params, fphi, _ = _fit(flow, masks, eps, model)
+    params, fphi, _ = motion.fit(flow, masks, eps, model)
     m = masks.reshape(-1)
     if robust == "charbonnier":  # sqrt(|e|^2 + delta^2) - delta, with delta^2 folded in
-        rho = (portable.sqrt(segment_squared_residuals(params, flow, model, fphi, delta * delta))
+        rho = (torch.sqrt(motion.squared_residuals(params, flow, model, fphi, delta * delta))
                - delta).clamp_min(0)
         return torch.dot(m, rho.reshape(-1)) / (b * h * w)
-    rho = robust_penalty(segment_squared_residuals(params, flow, model, fphi), robust, delta)
+    rho = robust_penalty(motion.squared_residuals(params, flow, model, fphi), robust, delta)
     return torch.dot(m, rho.reshape(-1)) / (b * h * w)
 
 
@@ -237,12 +167,12 @@ class _SegmentsLoss(torch.autograd.Function):
         b, num_l, h, w = masks.shape
         n = h * w
         basis = basis_products(h, w, model, masks.dtype, masks.device)
-        centred, fphi_c, flow_sq = _centre(params, flow, fphi, basis[0])
-        sq = _expanded_sq(centred, fphi_c, flow_sq, basis).clamp_min_(0)
+        centred, fphi_c, flow_sq = motion.centre(params, flow, fphi, basis[0])
+        sq = motion.expanded_squares(centred, fphi_c, flow_sq, basis).clamp_min_(0)
         if robust == "charbonnier":  # rho = sqrt(sq + delta^2) - delta, kept >= 0
-            rho = portable.sqrt(sq.add_(delta * delta)).sub_(delta).clamp_min_(0)
+            rho = torch.sqrt(sq.add_(delta * delta)).sub_(delta).clamp_min_(0)
         elif robust == "l1":
-            rho = portable.sqrt(sq.add_(1e-12))
+            rho = torch.sqrt(sq.add_(1e-12))
         else:
             rho = sq
         m = masks.reshape(b, num_l, n)
@@ -270,7 +200,7 @@ class _SegmentsLoss(torch.autograd.Function):
             wts = torch.div(m, root).mul_(0.5 * c)
         # Lambda = dL/dA = 2 (A' W_G - W_R), in the centred coordinates of the forward pass
         w_r = torch.bmm(wts, fphi_c.transpose(1, 2)).reshape(b, num_l, 2, k)
-        w_g = _symmetric((wts.view(b * num_l, n) @ products.T).reshape(b, num_l, -1), k, rows, cols)
+        w_g = symmetric((wts.view(b * num_l, n) @ products.T).reshape(b, num_l, -1), k, rows, cols)
         lam = 2 * (centred @ w_g - w_r)
         s_mat = g + ctx.eps * torch.eye(k, dtype=m.dtype, device=m.device)
         gamma = torch.linalg.solve(s_mat, lam.transpose(-1, -2)).transpose(-1, -2)  # Lambda S^-1
@@ -321,7 +251,7 @@ def speed_histograms(masks: torch.Tensor, flow: torch.Tensor, bins: int = 32,
     """
     if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
         raise ValueError(f"bins: expected an int >= 2, got {bins!r}")
-    speed = portable.sqrt(flow.pow(2).sum(1) + 1e-12)  # (B, H, W); finite gradient at 0
+    speed = torch.sqrt(flow.pow(2).sum(1) + 1e-12)  # (B, H, W); finite gradient at 0
     if max_magnitude is None:
         top = speed.flatten(1).amax(1).clamp_min(1e-6)
     elif max_magnitude > 0:
@@ -337,7 +267,7 @@ def histogram_entropy(hist: torch.Tensor) -> torch.Tensor:
     An empty histogram has entropy 0.
     """
     p = hist / hist.sum(-1, keepdim=True).clamp_min(1e-12)
-    return -(p * portable.log(p + 1e-12)).sum(-1)
+    return -(p * torch.log(p + 1e-12)).sum(-1)
 
 
 def entropy_motion_loss(masks: torch.Tensor, flow: torch.Tensor, bins: int = 32,

@@ -3,7 +3,7 @@
 :class:`SegmentationNet` is a small U-Net for the CPU (about half a million parameters at
 the default width and depth): an image ``(B, 3, H, W)`` in, ``L`` logits ``(B, L, H, W)`` out;
 the soft segments are ``logits.softmax(1)``. :func:`save_checkpoint` / :func:`load_checkpoint`
-store the weights with a plain-data ``config`` (loaded with ``torch.load(..., weights_only=True)``: a
+store the weights with a plain-data ``config``; :func:`predict_masks` applies a network (loaded with ``torch.load(..., weights_only=True)``: a
 checkpoint is untrusted input). Explained in ``notebooks/04_cube_toy.ipynb``.
 """
 
@@ -111,6 +111,16 @@ class SegmentationNet(nn.Module):
                 "width": self.width, "coords": self.coords, "levels": self.levels}
 
 
+@torch.no_grad()
+def predict_masks(model: nn.Module, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """Soft segments ``(N, L, H, W)`` of ``images (N, 3, H, W)``: the softmax of the logits,
+    in batches of ``batch``, in eval mode, on the model's device (returned on the CPU)."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(images[i:i + batch].to(device)).softmax(1).cpu()
+                      for i in range(0, len(images), batch)])
+
+
 def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, config: dict[str, Any],
                     extra: dict[str, Any] | None = None) -> None:
     """Write ``model``'s weights and ``config`` (must include ``size``) atomically to ``path``."""
@@ -144,11 +154,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[SegmentationNet, dict[str,
     if config.get("architecture") != ARCHITECTURE:
         raise ValueError(f"{path}: architecture {config.get('architecture')!r}, expected "
                          f"{ARCHITECTURE!r}")
-    missing = [k for k in ("size", "num_segments", "width", "coords") if k not in config]
+    missing = [k for k in ("size", "num_segments", "width", "coords", "levels")
+               if k not in config]
     if missing:
         raise ValueError(f"{path}: config lacks {missing}")
     model = SegmentationNet(config["num_segments"], config["width"], config["coords"],
-                            config.get("levels", 2))  # checkpoints before levels: two
+                            config["levels"])
     own = model.state_dict()
     state = payload["model"]
     diffs = [f"{k}: missing" for k in own if k not in state]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .models import SegmentationNet, load_checkpoint
-from .train import predict_masks
+from .models import predict_masks
 from .viz import colorize_labels, overlay
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 DEFAULT_THREADS = 1
-"""Torch/OpenCV thread count used everywhere. A different count changes how reductions are
-split and so the last digits of a loss; fixing it makes a 2-core laptop and a 64-core server
-print the same numbers. One thread, because the course's tensors are small: with two threads,
-a machine whose other core is busy made each small matrix product wait for a descheduled
-thread (0.6 ms -> 130 ms per loss evaluation, measured here). Training commands may ask for
+"""Torch/OpenCV thread count of the notebooks and tests. The course's tensors are small: with
+two threads, a machine whose other core is busy made each small matrix product wait for a
+descheduled thread (0.6 ms -> 130 ms per loss evaluation, measured here). A fixed count also
+makes a run repeat exactly on one machine; other counts, CPUs and torch releases agree within
+the tolerances the notebooks check (:func:`s3lib.check.expect`). Training commands may ask for
 more (``reproducible(seed, threads=N)``)."""
 
 
@@ -30,21 +30,18 @@ class Reproducibility:
     seed: int
     threads: int
     deterministic: bool
-    cpu: str
-    """The kernels PyTorch computes with: ``"AVX2"`` when pinned (:mod:`s3lib.portable`)."""
 
 
-def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS,
-                 portable: bool = True) -> Reproducibility:
-    """Seed Python, NumPy, torch and OpenCV; fix thread counts; turn on deterministic kernels.
+def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS) -> Reproducibility:
+    """Seed Python, NumPy, torch and OpenCV; fix thread counts; turn on deterministic algorithms.
+
+    A run then repeats exactly on the same machine and software. Nothing pins CPU kernels: on
+    another CPU (x86 or ARM), thread count or torch release the last digits may differ, which
+    is why the notebooks check their numbers with tolerances (:func:`s3lib.check.expect`).
 
     Args:
         seed: the seed for ``random``, ``numpy.random``, ``torch`` and OpenCV's RNG.
-        threads: intra-op thread count for torch and OpenCV (keep it fixed across machines).
-        portable: pin PyTorch's math libraries to the code paths every x86 CPU shares
-            (:func:`s3lib.portable.pin`), so that another CPU prints the same digits. Call it
-            before computing anything. ``False`` (the command line's training, for speed)
-            leaves them as they are; it does not undo an earlier pin.
+        threads: intra-op thread count for torch and OpenCV.
 
     Returns:
         A :class:`Reproducibility` record of what was set.
@@ -53,14 +50,9 @@ def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS,
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads: expected a positive int, got {threads!r}")
-    if not isinstance(portable, bool):
-        raise ValueError(f"portable: expected True or False, got {portable!r}")
     import cv2
     import torch
 
-    from . import portable as _portable
-
-    cpu = _portable.pin() if portable else torch.backends.cpu.get_cpu_capability()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -72,7 +64,7 @@ def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS,
     torch.use_deterministic_algorithms(True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
-    return Reproducibility(seed=seed, threads=threads, deterministic=True, cpu=cpu)
+    return Reproducibility(seed=seed, threads=threads, deterministic=True)
 
 
 def environment_report() -> dict[str, Any]:

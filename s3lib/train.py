@@ -21,41 +21,49 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from . import portable
+from . import motion
 from .data.cube import HELDOUT_SEEDS
 from .data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, load_pairs
-from .losses import (DEFAULT_EPS, affine_motion_loss, entropy_motion_loss, fit_affine,
-                     histogram_entropy, marginal_likelihood_loss, segment_squared_residuals,
-                     speed_histograms)
+from .losses import (affine_motion_loss, entropy_motion_loss, fit_affine, histogram_entropy,
+                     marginal_likelihood_loss, speed_histograms)
 from .metrics import adjusted_rand_index, matched_miou
 from .models import SegmentationNet, load_checkpoint, save_checkpoint
-from .setup import reproducible
+from .motion import DEFAULT_EPS
+from .setup import DEFAULT_THREADS, reproducible
 
-LOSSES = ("affine", "entropy", "marginal")
-DATASETS = ("cube", "video")
-DEAD_BY = ("wins", "mass")
-SCHEDULES = ("cosine", "constant")
+Dataset = Literal["cube", "video"]
+Loss = Literal["affine", "entropy", "marginal"]
+Schedule = Literal["cosine", "constant"]
+DeadBy = Literal["wins", "mass"]
+Combine = Literal["segments", "blend"]
+
+LOSSES: tuple[str, ...] = typing.get_args(Loss)
+DATASETS: tuple[str, ...] = typing.get_args(Dataset)
+DEAD_BY: tuple[str, ...] = typing.get_args(DeadBy)
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 
-ADDED_SETTINGS = {"gap": 1, "eps": 1e-4}
-"""Settings added after runs were saved without them, with the value those runs used."""
-
-TRAIN_EPS = 1e-6
-"""The affine fit's ridge in training (``TrainConfig.eps``): a hundredth of the loss's default
-:data:`~s3lib.losses.DEFAULT_EPS`, so that a small segment's fit keeps its slopes (notebook 04,
-section 5.5)."""
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    """A :class:`TrainConfig` field with its ``s3 train`` help text (and ``group``: fields of
+    one group are alternatives, e.g. the budget)."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class TrainConfig:
-    """Settings of a training run (the ``s3 train`` flags).
+    """Settings of a training run: the one place where their defaults live.
+
+    ``s3 train`` builds its flags from these fields (:func:`s3lib.cli.build_parser`: a field
+    ``dead_by`` is the flag ``--dead-by``, its type and ``Literal`` choices are the flag's,
+    its ``help`` metadata the flag's help), and checkpoints store them (``config["train"]``).
 
     ``dataset="cube"`` renders the cube at ``size`` x ``size`` (``frames`` frames per training
     sequence; the training flow spans frames ``t -> t + gap``, larger motions that are still
@@ -68,78 +76,99 @@ class TrainConfig:
     until ``reseed_until`` of the budget is spent (:func:`budget_spent`; 1: to the end): a
     re-seeded segment takes pixels from the worst one, a jolt the decayed learning rate of the
     last steps could not repair.
-    ``eps``: the ridge of the affine loss's per-segment fit (:func:`~s3lib.losses.fit_affine`;
-    runs saved before the setting used the loss's default, 1e-4). The ridge competes with a
-    segment's own statistics, so a larger one flattens the motion of small segments, and the
-    loss can then rank a worse segmentation above a better one (notebook 04, section 5.5).
+    ``eps``: the ridge of the affine loss's per-segment fit (:data:`s3lib.motion.DEFAULT_EPS`).
     ``augment``: each training pair is zoomed in by a random factor in ``[1, zoom]``
     (:func:`zoom_crop`) and transformed by a random symmetry (:func:`dihedral`: all eight of
-    the square for the cube, left-right mirroring for video), its flow transformed with it.
-    ``hue``: the cube's colours are rotated by a random angle in ``[-hue, hue]`` radians
+    the square for the cube, left-right mirroring for video), its flow transformed with it;
+    the cube's colours are rotated by a random angle in ``[-hue, hue]`` radians
     (:func:`rotate_hue`; 0: off; video keeps its colours). ``plain_steps``: the first steps
     without any augmentation (a curriculum: faces first, then invariance). Augmentations
     change the pictures, never the grouping the flow implies. ``threads``: CPU threads (the
-    results are reproducible for a fixed count, not across counts).
+    results repeat exactly for a fixed count). Explained in ``notebooks/04_cube_toy.ipynb``.
     """
 
-    dataset: str = "cube"
-    data: str | None = None
-    loss: str = "affine"
-    size: int = 64
-    num_segments: int = 5
-    steps: int | None = None
-    minutes: float | None = 15.0
-    batch: int = 8
-    lr: float = 3e-3
-    schedule: str = "cosine"
-    seed: int = 0
-    width: int = 16
-    levels: int = 4
-    frames: int = 99
-    gap: int = 1
-    eps: float = TRAIN_EPS
-    eval_every: int = 100
-    reseed_every: int = 50
-    dead_usage: float = 0.01
-    dead_by: str = "wins"
-    reseed_until: float = 0.75
-    threads: int = 1
-    combine: str = "segments"
-    augment: bool = True
-    hue: float = math.pi
-    zoom: float = 1.0
-    plain_steps: int = 0
-    device: str = "cpu"
+    dataset: Dataset = _opt("cube", "what to train on: the cube toy or video caches / Sintel")
+    data: str | None = _opt(None, "video: caches of `s3 prepare-video` (or MPI-Sintel's folder)")
+    loss: Loss = _opt("affine", "the motion loss (notebooks 01-03)")
+    size: int = _opt(64, "cube: image side in pixels (a multiple of 4)")
+    num_segments: int = _opt(5, "number of segments L (>= 2)")
+    steps: int | None = _opt(None, "train for this many steps", group="budget")
+    minutes: float | None = _opt(15.0, "train for this many minutes", group="budget")
+    batch: int = _opt(8, "pairs per step")
+    lr: float = _opt(3e-3, "Adam's learning rate")
+    schedule: Schedule = _opt("cosine", "learning rate: cosine decay to 0 over the budget, or "
+                                        "constant")
+    seed: int = _opt(0, "seed of the network's initialisation, batches and augmentations")
+    width: int = _opt(16, "channels of the network's full-resolution level")
+    levels: int = _opt(4, "poolings of the U-Net (1-5)")
+    frames: int = _opt(99, "cube: frames per training sequence")
+    gap: int = _opt(1, "cube: train on the flow from frame t to t + GAP (larger motions)")
+    eps: float = _opt(DEFAULT_EPS, "ridge of the affine loss's per-segment fit")
+    eval_every: int = _opt(100, "steps between held-out evaluations (and checkpoints)")
+    reseed_every: int = _opt(50, "steps between re-seedings of dead segments (0: never)")
+    dead_usage: float = _opt(0.01, "a segment with less than this share of the pixels is dead")
+    dead_by: DeadBy = _opt("wins", "share of the pixels a segment wins (argmax), or of the soft "
+                                   "mass")
+    reseed_until: float = _opt(0.75, "stop re-seeding once this share of the budget is spent "
+                                     "(1: to the end)")
+    threads: int = _opt(DEFAULT_THREADS, "CPU threads (results repeat exactly for a fixed count)")
+    combine: Combine = _opt("segments", "affine loss: per-segment residuals, or the residual of "
+                                        "the blended flow")
+    augment: bool = _opt(True, "random symmetries, zoom and (cube) hue rotation")
+    hue: float = _opt(math.pi, "cube: largest hue rotation in radians (0: off)")
+    zoom: float = _opt(1.0, "largest random zoom-in factor (1: off)")
+    plain_steps: int = _opt(0, "first steps without augmentation")
+    device: str = _opt("cpu", "cpu or cuda")
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset: expected one of {DATASETS}, got {self.dataset!r}")
+        hints = typing.get_type_hints(TrainConfig)
+        for f in fields(self):
+            choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is \
+                Literal else ()
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name}: expected one of {choices}, got "
+                                 f"{getattr(self, f.name)!r}")
         if self.dataset == "video" and not self.data:
             raise ValueError("data: a video run needs --data (prepare-video caches or Sintel)")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
-        if self.num_segments < 2:
+        if not isinstance(self.num_segments, int) or self.num_segments < 2:
             raise ValueError(f"num_segments: expected >= 2, got {self.num_segments}")
         if self.size < 8 or self.size % 4:
             raise ValueError(f"size: expected a multiple of 4, >= 8, got {self.size}")
         if self.steps is None and self.minutes is None:
             raise ValueError("give steps or minutes")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps: expected >= 1, got {self.steps}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes: expected > 0, got {self.minutes}")
         if not 0.0 <= self.reseed_until <= 1.0:
             raise ValueError(f"reseed_until: expected a share of the budget in [0, 1], "
                              f"got {self.reseed_until!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
-        if self.dead_by not in DEAD_BY:
-            raise ValueError(f"dead_by: expected one of {DEAD_BY}, got {self.dead_by!r}")
         if self.batch < 1 or self.frames < 2:
             raise ValueError(f"batch >= 1 and frames >= 2 expected, got {self.batch}, {self.frames}")
+        if self.threads < 1 or self.eval_every < 1 or self.reseed_every < 0:
+            raise ValueError(f"threads >= 1, eval_every >= 1 and reseed_every >= 0 expected, "
+                             f"got {self.threads}, {self.eval_every}, {self.reseed_every}")
         if (isinstance(self.eps, bool) or not isinstance(self.eps, (int, float))
                 or not 0 < self.eps < math.inf):
             raise ValueError(f"eps: expected a positive ridge, got {self.eps!r}")
+        if not self.zoom >= 1:
+            raise ValueError(f"zoom: expected a factor >= 1, got {self.zoom!r}")
         if not 1 <= self.gap < self.frames or (self.dataset != "cube" and self.gap != 1):
             raise ValueError(f"gap: expected 1 <= gap < frames ({self.frames}), and 1 for video "
                              f"(prepare-video sets its gap), got {self.gap!r}")
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any], where: str = "settings") -> TrainConfig:
+        """The config stored in a checkpoint (``config["train"]``); ``ValueError`` naming
+        ``where`` when a setting is missing or unknown (a checkpoint of another version)."""
+        names = {f.name for f in fields(cls)}
+        missing, unknown = sorted(names - set(settings)), sorted(set(settings) - names)
+        if missing or unknown:
+            raise ValueError(f"{where}: training settings do not match this s3lib's TrainConfig "
+                             f"(missing {missing}, unknown {unknown}); re-export the checkpoint "
+                             f"with its settings")
+        return cls(**settings)
 
 
 def motion_loss(name: str, masks: torch.Tensor, flows: torch.Tensor,
@@ -163,10 +192,8 @@ def segment_costs(name: str, masks: torch.Tensor, flows: torch.Tensor,
     if name == "entropy":
         hist, _ = speed_histograms(masks, flows)
         return histogram_entropy(hist).mean(0)
-    params = fit_affine(flows, masks, eps)
-    rho = portable.sqrt(segment_squared_residuals(params, flows))  # (B, L, N)
-    m = masks.flatten(2)
-    return (m * rho).sum((0, 2)) / m.sum((0, 2)).clamp_min(1e-6)
+    rho = motion.segment_residuals(fit_affine(flows, masks, eps), flows)  # (B, L, H, W)
+    return (masks * rho).sum((0, 2, 3)) / masks.sum((0, 2, 3)).clamp_min(1e-6)
 
 
 def segment_usage(masks: torch.Tensor, by: str = "wins") -> torch.Tensor:
@@ -207,15 +234,6 @@ def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: tor
         w[d] = w[worst] + 0.1 * w[worst].abs().mean() * noise
         b[d] = b[worst]
     return dead
-
-
-@torch.no_grad()
-def predict_masks(model: SegmentationNet, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    """Soft segments ``(N, L, H, W)`` of ``images (N, 3, H, W)``, in batches, in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(images[i:i + batch].to(device)).softmax(1).cpu()
-                      for i in range(0, len(images), batch)])
 
 
 @torch.no_grad()
@@ -359,19 +377,18 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
-    # unpinned (full speed: the cube's budget is minutes); a notebook's earlier pin stays
-    reproducible(config.seed, threads=config.threads, portable=False)
+    reproducible(config.seed, threads=config.threads)
     pairs, heldout = training_data(config) if data is None else data
     model = SegmentationNet(config.num_segments, config.width, levels=config.levels)
     model = model.to(config.device)
-    opt = portable.Adam(model.parameters(), lr=config.lr)  # the same steps on every CPU
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     step, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():
         payload = torch.load(ckpt_path, map_location=config.device, weights_only=True)
         budget = ("steps", "minutes", "device")  # what a resumed run may change
-        saved = {k: v for k, v in {**ADDED_SETTINGS, **payload["config"]["train"]}.items()
-                 if k not in budget}
+        stored = TrainConfig.from_dict(payload["config"].get("train", {}), str(ckpt_path))
+        saved = {k: v for k, v in asdict(stored).items() if k not in budget}
         if saved != {k: v for k, v in asdict(config).items() if k not in budget}:
             raise ValueError(f"{ckpt_path}: written with other settings; use another --out")
         model.load_state_dict(payload["model"])
@@ -468,7 +485,7 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, frames
     else:
         pairs = load_pairs(data, split)
         where = {"data": str(data), "split": split}
-    run = {**ADDED_SETTINGS, **config.get("train", {})}  # the loss it trained on
-    result = evaluate(model, pairs, loss, combine=run.get("combine", "segments"), eps=run["eps"])
+    run = TrainConfig.from_dict(config.get("train", {}), str(path))  # the loss it trained on
+    result = evaluate(model, pairs, loss, combine=run.combine, eps=run.eps)
     return {**result, "frames": len(pairs), **where, "size": config["size"],
             "num_segments": config["num_segments"], "loss_name": loss}

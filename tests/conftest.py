@@ -12,14 +12,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/browser.py, the browser harness
 
-# Before any test computes: the portable kernels (s3lib.portable), here and, through the
-# environment, in every kernel nbval starts and every `s3` command a test runs, so that the
-# committed notebook outputs and the tests' numbers are the same on any x86 CPU.
-from s3lib import portable  # noqa: E402
-
-portable.pin()
-# ... and one thread from the start, also for module- and session-scoped fixtures (built before
-# the per-test fixture below runs): MKL's portable mode repeats its digits for a fixed count.
+# One thread from the start, also for module- and session-scoped fixtures (built before the
+# per-test fixture below runs), as s3lib.setup.reproducible sets in the notebooks.
 torch.set_num_threads(1)
 
 

@@ -77,7 +77,7 @@ def test_bad_input_gives_a_one_line_error(tmp_path, args, message):
 def test_train_and_eval_cube_tiny(tmp_path):
     run_dir = tmp_path / "run"
     res = run("train", "cube", "--out", str(run_dir), "--steps", "2", "--size", "16",
-              "--segments", "3", "--quiet")
+              "--num-segments", "3", "--quiet")
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["step"] == 2 and 0 <= summary["miou"] <= 1
     assert (run_dir / "checkpoint.pt").is_file()
@@ -89,7 +89,7 @@ def test_train_and_eval_cube_tiny(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "cube", "--out", "r", "--steps", "1", "--segments", "1"], "num_segments"),
+    (["train", "cube", "--out", "r", "--steps", "1", "--num-segments", "1"], "num_segments"),
     (["train", "cube", "--out", "r", "--steps", "1", "--size", "18"], "size"),
     (["eval", "cube", "--checkpoint", "missing.pt"], "missing.pt"),
 ])
@@ -220,16 +220,55 @@ def test_train_flags_reach_the_config():
     from s3lib.cli import train_config
 
     default = train_config(["cube", "--out", "runs/x"])
-    assert (default.levels, default.width, default.schedule, default.dead_by, default.threads,
-            default.reseed_until, default.minutes, default.num_segments) == (
-        4, 16, "cosine", "wins", 2, 0.75, 15.0, 5)
+    assert default == s3lib.train.TrainConfig()  # the CLI adds no defaults of its own
     first = train_config(["cube", "--out", "runs/x", "--levels", "2", "--width", "32", "--lr",
                           "2e-3", "--schedule", "constant", "--dead-by", "mass",
-                          "--reseed-until", "1", "--threads", "1", "--steps", "10",
-                          "--no-augment"])
+                          "--reseed-until", "1", "--threads", "3", "--steps", "10",
+                          "--no-augment", "--num-segments", "4", "--eps", "1e-7",
+                          "--gap", "5", "--combine", "blend"])
     assert (first.levels, first.width, first.lr, first.schedule, first.dead_by,
             first.reseed_until, first.threads, first.steps, first.minutes, first.augment,
-            first.hue) == (2, 32, 2e-3, "constant", "mass", 1.0, 1, 10, None, False, 0.0)
-    assert default.gap == 1 and train_config(["cube", "--out", "runs/x", "--gap", "5"]).gap == 5
-    assert train_config(["cube", "--out", "runs/x", "--eps", "1e-7"]).eps == 1e-7
-    assert default.eps == s3lib.train.TrainConfig.eps == 1e-6  # the CLI's literal default is the config's
+            first.num_segments, first.eps, first.gap, first.combine) == (
+        2, 32, 2e-3, "constant", "mass", 1.0, 3, 10, None, False, 4, 1e-7, 5, "blend")
+    assert train_config(["cube", "--out", "x", "--minutes", "2"]).steps is None
+
+
+def test_every_train_flag_is_a_config_field_and_every_field_a_flag():
+    """The `train` flags are generated from TrainConfig: none written by hand (a flag that is
+    no field would be dropped or crash), and no field without its flag."""
+    import dataclasses
+    import typing
+
+    from s3lib.cli import build_parser
+
+    parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.items()
+                 if a[0] == "train")[1]
+    dests = {a.dest for a in train._actions} - {"help", "out", "resume", "quiet"}
+    fields = {f.name: f for f in dataclasses.fields(s3lib.train.TrainConfig)}
+    assert dests == set(fields)
+    hints = typing.get_type_hints(s3lib.train.TrainConfig)
+    for action in train._actions:
+        if action.dest in fields:
+            kind = hints[action.dest]
+            if typing.get_origin(kind) is typing.Literal:
+                assert list(action.choices) == list(typing.get_args(kind)), action.dest
+            assert fields[action.dest].metadata["help"], f"{action.dest}: no help"
+
+
+def test_a_hand_written_train_flag_fails_the_generation_check(monkeypatch):
+    """The check above can fail: a flag added by hand to `s3 train` is caught."""
+    import dataclasses
+
+    from s3lib import cli
+
+    real = cli.add_config_arguments
+
+    def with_extra(parser, cls, positional=()):
+        real(parser, cls, positional)
+        parser.add_argument("--momentum", type=float, default=0.9)
+
+    monkeypatch.setattr(cli, "add_config_arguments", with_extra)
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    dests = {a.dest for a in train._actions} - {"help", "out", "resume", "quiet"}
+    assert dests - {f.name for f in dataclasses.fields(s3lib.train.TrainConfig)} == {"momentum"}

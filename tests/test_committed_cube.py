@@ -1,6 +1,8 @@
 """The committed cube checkpoint: it reaches the course's target (issue 4), and the
 ``s3 eval cube --json`` output recorded in ``notebooks/checkpoints/README.md`` is what
-``s3 eval`` computes for it now."""
+``s3 eval`` computes for it now, within what other CPUs and torch releases change: the
+loss in its fifth significant digit, a pixel's argmax here and there (measured between this
+machine's own and the default kernel path: tests/spread.py)."""
 
 import json
 import re
@@ -30,17 +32,17 @@ def recorded_eval(name: str) -> dict:
 def test_recorded_eval_is_what_eval_prints(name):
     recorded = recorded_eval(name)
     now = evaluate_checkpoint(CHECKPOINTS / name)
-    assert now["miou"] == pytest.approx(recorded["miou"], abs=1e-12)
-    assert now["fg_ari"] == pytest.approx(recorded["fg_ari"], abs=1e-12)
-    assert now["loss"] == pytest.approx(recorded["loss"], rel=1e-6)
-    assert now["segment_fractions"] == pytest.approx(recorded["segment_fractions"], abs=1e-9)
+    assert now["miou"] == pytest.approx(recorded["miou"], abs=1e-3)
+    assert now["fg_ari"] == pytest.approx(recorded["fg_ari"], abs=1e-3)
+    assert now["loss"] == pytest.approx(recorded["loss"], rel=1e-4)
+    assert now["segment_fractions"] == pytest.approx(recorded["segment_fractions"], abs=1e-3)
 
 
 def test_the_committed_cube_network_reaches_the_target():
-    """Trained by the default ``s3 train cube`` (15 minutes, two threads) and at least 0.85."""
+    """Trained by ``s3 train cube --threads 2`` (the defaults: 15 minutes) and at least 0.85."""
     payload = torch.load(CHECKPOINTS / "cube.pt", map_location="cpu", weights_only=True)
     run = payload["config"]["train"]
-    defaults = asdict(train_config(["cube", "--out", "runs/cube"]))
+    defaults = asdict(train_config(["cube", "--threads", "2", "--out", "runs/cube"]))
     assert run == defaults, {k: (v, defaults.get(k)) for k, v in run.items() if defaults.get(k) != v}
     assert payload["elapsed"] <= 60 * run["minutes"] + 5  # the last step ends just after 15 min
     result = evaluate_checkpoint(CHECKPOINTS / "cube.pt")

@@ -120,18 +120,14 @@ def test_bad_depth(levels):
         SegmentationNet(3, width=4, levels=levels)
 
 
-def test_checkpoints_from_before_levels_load_as_two_levels(tmp_path):
-    """The course's first checkpoints were written without ``levels``: a two-level U-Net."""
-    torch.manual_seed(0)
-    net = SegmentationNet(3, width=8, levels=2).eval()
-    save_checkpoint(tmp_path / "c.pt", net, {"size": 16})
+def test_a_checkpoint_without_its_depth_is_refused_by_name(tmp_path):
+    """Every checkpoint stores ``levels`` (the committed ones were re-exported with it)."""
+    save_checkpoint(tmp_path / "c.pt", SegmentationNet(3, width=8, levels=2), {"size": 16})
     payload = torch.load(tmp_path / "c.pt", weights_only=True)
     del payload["config"]["levels"]
     torch.save(payload, tmp_path / "old.pt")
-    loaded, config = load_checkpoint(tmp_path / "old.pt")
-    assert loaded.levels == 2 and "levels" not in config
-    x = torch.rand(1, 3, 16, 16)
-    assert torch.equal(loaded(x), net(x))
+    with pytest.raises(ValueError, match=r"old\.pt: config lacks \['levels'\]"):
+        load_checkpoint(tmp_path / "old.pt")
 
 
 def test_a_checkpoint_of_another_depth_names_what_differs(tmp_path):

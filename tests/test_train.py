@@ -12,6 +12,7 @@ import torch
 import s3lib.train
 from s3lib.data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, video_pairs
 from s3lib.models import SegmentationNet, load_checkpoint
+from s3lib.motion import DEFAULT_EPS
 from s3lib.train import (TrainConfig, _batch, dihedral, evaluate, evaluate_checkpoint,
                          budget_spent, learning_rate, motion_loss, reseed_dead_segments, rotate_hue,
                          segment_costs, segment_usage, train, training_data, zoom_crop)
@@ -339,29 +340,36 @@ def test_bad_gap_is_named(kwargs):
         TrainConfig(steps=1, **kwargs).validate()
 
 
-@pytest.mark.parametrize("setting,other", [("gap", 2), ("eps", 1e-6)])
-def test_a_run_saved_before_a_setting_existed_resumes(tmp_path, setting, other):
-    """Runs saved without ``setting`` used ``ADDED_SETTINGS[setting]``: they resume with it,
-    and a resume with another value is refused."""
-    config = replace(TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4,
-                                 levels=1), **{setting: s3lib.train.ADDED_SETTINGS[setting]})
+@pytest.mark.parametrize("setting", ["gap", "eps"])
+def test_a_run_saved_without_a_setting_is_refused_by_name(tmp_path, setting):
+    """No compatibility defaults: a checkpoint must store every TrainConfig field."""
+    config = TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4, levels=1)
     data = training_data(config)
     train(config, tmp_path, progress=False, data=data)
     path = tmp_path / "checkpoint.pt"
     payload = torch.load(path, weights_only=True)
     del payload["config"]["train"][setting]
     torch.save(payload, path)
+    with pytest.raises(ValueError, match=rf"checkpoint\.pt: .*missing \['{setting}'\]"):
+        train(replace(config, steps=3), tmp_path, resume=True, progress=False, data=data)
+    with pytest.raises(ValueError, match=rf"missing \['{setting}'\]"):
+        evaluate_checkpoint(path, frames=3)
+
+
+def test_a_resume_with_other_settings_is_refused(tmp_path):
+    config = TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4, levels=1)
+    data = training_data(config)
+    train(config, tmp_path, progress=False, data=data)
     records = train(replace(config, steps=3), tmp_path, resume=True, progress=False, data=data)
     assert records[-1]["step"] == 3
     with pytest.raises(ValueError, match="other settings"):
-        train(replace(config, steps=4, **{setting: other}), tmp_path, resume=True,
-              progress=False, data=data)
+        train(replace(config, steps=4, eps=1e-3), tmp_path, resume=True, progress=False,
+              data=data)
 
 
 def test_training_and_reseeding_fit_with_the_configured_ridge(tmp_path, monkeypatch):
     """Every affine fit of a run (training loss, re-seeding costs, held-out scores) uses
-    ``config.eps``; runs saved before the setting existed used the loss's 1e-4."""
-    assert s3lib.train.ADDED_SETTINGS == {"gap": 1, "eps": 1e-4}
+    ``config.eps``."""
     seen = {"loss": [], "costs": []}
     loss, costs = s3lib.train.motion_loss, s3lib.train.segment_costs
 
@@ -390,9 +398,8 @@ def test_bad_eps_is_named(eps):
 
 
 def test_eps_is_the_ridge_of_the_training_loss_and_of_its_scores():
-    """The cube's true faces fit their affine motions almost exactly under a small ridge; the
-    default ridge of the loss (1e-4) shrinks the slopes of small faces, so the same masks
-    cost more. ``motion_loss``, ``segment_costs`` and ``evaluate`` all use the ridge given."""
+    """The cube's true faces fit their affine motions almost exactly under the default ridge
+    (1e-6); a ridge of 1e-4 shrinks the slopes of small faces, so the same masks cost more. ``motion_loss``, ``segment_costs`` and ``evaluate`` all use the ridge given."""
     from s3lib.losses import affine_motion_loss
 
     pairs = heldout_cube_pairs(32, frames=3)
@@ -400,8 +407,10 @@ def test_eps_is_the_ridge_of_the_training_loss_and_of_its_scores():
     small, large = (motion_loss("affine", masks, pairs.flows, eps=e) for e in (1e-6, 1e-4))
     assert float(small) < 0.5 * float(large)
     assert torch.equal(small, affine_motion_loss(masks, pairs.flows, eps=1e-6))
-    costs = segment_costs("affine", masks, pairs.flows, eps=1e-6)
-    assert float(costs.max()) < 0.8 * float(segment_costs("affine", masks, pairs.flows).max())
+    costs = segment_costs("affine", masks, pairs.flows)
+    assert torch.equal(costs, segment_costs("affine", masks, pairs.flows, eps=DEFAULT_EPS))
+    assert float(costs.max()) < 0.8 * float(segment_costs("affine", masks, pairs.flows,
+                                                          eps=1e-4).max())
     model = SegmentationNet(7, 4, levels=1)
     scores = [evaluate(model, pairs, eps=e)["loss"] for e in (1e-6, 1e-4)]
     assert scores[0] != scores[1]
@@ -409,7 +418,7 @@ def test_eps_is_the_ridge_of_the_training_loss_and_of_its_scores():
 
 def test_eval_of_a_checkpoint_scores_with_the_ridge_it_trained_with(tmp_path):
     config = TrainConfig(size=16, steps=1, eval_every=1, frames=4, batch=2, width=4, levels=1,
-                         eps=0.5)  # a ridge far from the loss's default, 1e-4
+                         eps=0.5)  # a ridge far from the default, 1e-6
     records = train(config, tmp_path, progress=False, data=(cube_pairs(size=16, frames=4),
                                                             heldout_cube_pairs(16, frames=3)))
     result = evaluate_checkpoint(tmp_path / "checkpoint.pt", frames=3)

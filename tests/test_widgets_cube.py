@@ -16,7 +16,7 @@ from s3lib.grouping import homogeneous_coordinates
 from s3lib.losses import fit_affine
 from s3lib.metrics import matched_miou
 from s3lib.models import SegmentationNet
-from s3lib.train import TRAIN_EPS
+from s3lib.motion import DEFAULT_EPS
 from s3lib.widgets.cube import CubeExplorer, cube_explorer, frame_scores
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -39,7 +39,7 @@ def explorer(model, pairs):
     return cube_explorer(model, pairs)
 
 
-def reference(model, pairs, frame: int, segment: int, eps: float = TRAIN_EPS) -> dict[str, float]:
+def reference(model, pairs, frame: int, segment: int, eps: float = DEFAULT_EPS) -> dict[str, float]:
     """mIoU, share and mean residual of one frame and segment, computed without the widget
     (``eps``: the fit's ridge, by default the training loss's)."""
     with torch.no_grad():
@@ -101,9 +101,9 @@ def test_the_ridge_is_the_one_given(pairs):
              for f in range(1, 7) if (pairs.labels[t] == f).sum() >= 5]
     _, t, face = min(sizes)
     residual = {eps: frame_scores(pairs.flows[t], pairs.labels[t], masks[t], face, eps=eps).residual
-                for eps in (1e-4, TRAIN_EPS)}
-    assert residual[1e-4] > 1.5 * residual[TRAIN_EPS]
-    for eps, explorer in ((TRAIN_EPS, CubeExplorer(pairs=pairs, masks=masks)),
+                for eps in (1e-4, DEFAULT_EPS)}
+    assert residual[1e-4] > 1.5 * residual[DEFAULT_EPS]
+    for eps, explorer in ((DEFAULT_EPS, CubeExplorer(pairs=pairs, masks=masks)),
                           (1e-4, CubeExplorer(pairs=pairs, masks=masks, eps=1e-4))):
         explorer.show(t, face)
         assert explorer.last.residual == pytest.approx(residual[eps], rel=1e-6)

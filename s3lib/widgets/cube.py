@@ -12,7 +12,7 @@ The numbers under the picture (:func:`frame_scores`) are the frame's matched mIo
 argmax, against the faces and the background), the share of the pixels the segment wins, and its
 mask-weighted mean residual in pixels, the cost by which :func:`s3lib.train.reseed_dead_segments`
 finds the worst-fitting segment. Every fit uses the ridge of the training loss (``eps``, by
-default :data:`s3lib.train.TRAIN_EPS`; notebook 04, section 5.5).
+default :data:`s3lib.motion.DEFAULT_EPS`; notebook 04, section 5.5).
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import portable
+from .. import motion
 from ._controls import QuietControls
 from ..data.cube import NUM_FACES
 from ..data.pairs import FlowPairs
-from ..losses import affine_reconstruction, fit_affine, segment_squared_residuals
+from ..losses import affine_reconstruction, fit_affine
 from ..metrics import matched_miou
-from ..train import TRAIN_EPS, predict_masks
+from ..models import predict_masks
+from ..motion import DEFAULT_EPS
 
 
 @dataclass
@@ -48,7 +49,7 @@ class CubeScores:
 
 @torch.no_grad()
 def segment_residuals(flow: torch.Tensor, masks: torch.Tensor,
-                      eps: float = TRAIN_EPS) -> torch.Tensor:
+                      eps: float = DEFAULT_EPS) -> torch.Tensor:
     """``|f_u - A_l phi_u|`` of every segment's affine motion at every pixel: ``(L, H, W)``.
 
     ``flow (2, H, W)`` pixels, ``masks (L, H, W)`` soft segments; ``A_l`` is
@@ -56,12 +57,12 @@ def segment_residuals(flow: torch.Tensor, masks: torch.Tensor,
     """
     num, h, w = masks.shape
     params = fit_affine(flow[None], masks[None], eps)
-    return portable.sqrt(segment_squared_residuals(params, flow[None])[0]).reshape(num, h, w)
+    return torch.sqrt(motion.squared_residuals(params, flow[None])[0]).reshape(num, h, w)
 
 
 @torch.no_grad()
 def frame_scores(flow: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, segment: int,
-                 frame: int = 0, eps: float = TRAIN_EPS) -> CubeScores:
+                 frame: int = 0, eps: float = DEFAULT_EPS) -> CubeScores:
     """Scores of one frame: ``flow (2, H, W)``, ``labels (H, W)`` int64 (0 background, 1..6
     faces), ``masks (L, H, W)`` soft segments, ``segment`` in ``0..L-1``.
 
@@ -84,7 +85,7 @@ def frame_scores(flow: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, 
 
 def render_cube_frame(image: torch.Tensor, flow: torch.Tensor, labels: torch.Tensor,
                       masks: torch.Tensor, segment: int, max_flow: float,
-                      title: str = "", eps: float = TRAIN_EPS) -> bytes:
+                      title: str = "", eps: float = DEFAULT_EPS) -> bytes:
     """The explorer's picture (PNG bytes) of one frame: image, true faces, soft segments (the
     chosen one outlined), exact flow, rebuilt flow (both on the colour wheel scaled to
     ``max_flow`` px) and the chosen segment's residual map with its colour bar (px); ``eps``:
@@ -127,7 +128,7 @@ class CubeExplorer(QuietControls):
 
     pairs: FlowPairs
     masks: torch.Tensor
-    eps: float = TRAIN_EPS
+    eps: float = DEFAULT_EPS
     frame: object = field(init=False)
     segment: object = field(init=False)
     image: object = field(init=False)
@@ -177,13 +178,13 @@ class CubeExplorer(QuietControls):
 
 
 def cube_explorer(model: torch.nn.Module, pairs: FlowPairs, frame: int = 0,
-                  segment: int = 0, eps: float = TRAIN_EPS) -> CubeExplorer:
+                  segment: int = 0, eps: float = DEFAULT_EPS) -> CubeExplorer:
     """Build the cube explorer of ``04_cube_toy.ipynb``.
 
     Args:
         model: a segmentation network (``images (B, 3, H, W) -> logits (B, L, H, W)``), e.g.
             from :func:`s3lib.models.load_checkpoint`; its soft segments of every pair are
-            computed once (:func:`s3lib.train.predict_masks`, eval mode).
+            computed once (:func:`s3lib.models.predict_masks`, eval mode).
         pairs: cube frame pairs with labels, e.g. one held-out sequence,
             ``cube_pairs((HELDOUT_SEEDS[0],), size, frames)``.
         frame, segment: the controls' first values.

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import portable
 from ..data.synthetic import add_flow_noise, piecewise_affine_flow
 from ..losses import entropy_motion_loss, histogram_entropy, speed_histograms
 
@@ -107,7 +106,7 @@ def render_entropy_view(flow: torch.Tensor, labels: torch.Tensor, bins: int, noi
     if segment is not None and not 0 <= segment < num:
         raise ValueError(f"segment: expected None or 0..{num - 1}, got {segment!r}")
     f = flow[None]
-    speed = portable.sqrt(f.pow(2).sum(1) + 1e-12)
+    speed = torch.sqrt(f.pow(2).sum(1) + 1e-12)
     n = speed.numel()
     losses, entropies, shares = {}, {}, {}
     for kind, m in masks.items():

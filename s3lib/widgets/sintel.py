@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import portable
+from .. import motion
 from ._controls import QuietControls
 from ..data.pairs import FlowPairs
 from ..grouping import predict
@@ -67,7 +67,7 @@ def fit_segments(flows: torch.Tensor, masks: torch.Tensor) -> SegmentFits:
     h, w = flows.shape[-2:]
     params = fit_affine(flows, masks)                                  # (N, L, 2, 3)
     fitted = predict(params, h, w)                                     # (N, L, 2, H, W)
-    residual = portable.sqrt((flows[:, None] - fitted).pow(2).sum(2))  # (N, L, H, W)
+    residual = torch.sqrt((flows[:, None] - fitted).pow(2).sum(2))  # (N, L, H, W)
     m = masks.double()
     mass = m.sum((2, 3))
     weight = mass.clamp_min(1e-9)
@@ -257,7 +257,7 @@ def segment_fit_explorer(model, pairs: FlowPairs, frame: int = 0, segment: int =
     if masks is None:
         if model is None:
             raise ValueError("give a model or masks")
-        from ..train import predict_masks
+        from ..models import predict_masks
 
         masks = predict_masks(model, pairs.images)
     masks = masks.detach().float().cpu()

@@ -335,7 +335,7 @@ class VideoExplorer(QuietControls):
     def model_labels(self, t: int) -> dict[str, torch.Tensor]:
         """Each network's hard segments ``(H, W)`` of frame ``t`` (cached)."""
         if t not in self._labels:
-            from ..train import predict_masks
+            from ..models import predict_masks
 
             frame = torch.from_numpy(np.array(self.pair(t)[0]))  # a writable copy
             image = frame.permute(2, 0, 1)[None].float() / 255.0
