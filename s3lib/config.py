@@ -18,6 +18,7 @@ T = TypeVar("T")
 
 QUICK_ENV = "S3_QUICK"
 DATA_ENV = "S3_DATA"
+THREADS_ENV = "S3_THREADS"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -37,6 +38,23 @@ def quick() -> bool:
     raise ValueError(
         f"environment variable {QUICK_ENV}={raw!r}: expected one of 1/0, true/false, yes/no, on/off"
     )
+
+
+def threads(default: int = 1) -> int:
+    """The thread count :func:`s3lib.setup.reproducible` uses when none is given: environment
+    variable ``S3_THREADS``, or ``default`` (1). A laptop with more cores may set it; results
+    then differ in their last digits, within the tolerances the notebooks check (and
+    ``tests/spread.py`` runs the notebooks with it to measure that spread).
+
+    Raises ``ValueError`` when the variable is not a positive integer.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"environment variable {THREADS_ENV}={raw!r}: expected a positive "
+                         f"integer (the torch/OpenCV thread count)")
+    return int(raw)
 
 
 def pick(full: T, quick_value: T) -> T:

@@ -21,7 +21,7 @@ import torch
 
 from . import motion
 from .grouping import log_evidence
-from .motion import DEFAULT_EPS, Model, basis_products, check_inputs, symmetric
+from .motion import DEFAULT_EPS, Model, check_inputs
 
 Robust = Literal["charbonnier", "l1", "l2"]
 Combine = Literal["segments", "blend"]
@@ -119,6 +119,10 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
 
     Returns:
         A scalar: the mean over pixels and batch, in pixels (``"l2"``: pixels^2).
+
+    Autograd differentiates it: a hand-written backward through the fit was 1.6-1.75x faster
+    for the loss alone but only 1.00-1.02x for a whole training step (``benchmarks/backward.py``
+    at commit 9e90ea5), so it was removed.
     """
     masks, flow = check_inputs(masks, flow)
     b, num_l, h, w = masks.shape
@@ -132,10 +136,6 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
         raise ValueError(f"delta: expected a positive number of pixels, got {delta!r}")
     if robust not in ("charbonnier", "l1", "l2"):
         raise ValueError(f"robust: expected 'charbonnier', 'l1' or 'l2', got {robust!r}")
-    if not flow.requires_grad:  # the training case: a hand-written backward, fewer passes
-        with torch.no_grad():
-            params, fphi, g = motion.fit(flow, masks, eps, model)
-        return _SegmentsLoss.apply(masks, flow, params, fphi, g, eps, robust, delta, model)
     params, fphi, _ = motion.fit(flow, masks, eps, model)
     m = masks.reshape(-1)
     if robust == "charbonnier":  # sqrt(|e|^2 + delta^2) - delta, with delta^2 folded in
@@ -144,75 +144,6 @@ def affine_motion_loss(masks: torch.Tensor, flow: torch.Tensor, robust: Robust =
         return torch.dot(m, rho.reshape(-1)) / (b * h * w)
     rho = robust_penalty(motion.squared_residuals(params, flow, model, fphi), robust, delta)
     return torch.dot(m, rho.reshape(-1)) / (b * h * w)
-
-
-class _SegmentsLoss(torch.autograd.Function):
-    """``mean_u sum_l m_lu rho(|f_u - A_l(m) phi_u|^2)`` with a hand-written backward w.r.t. m.
-
-    ``A_l = R_l S_l^-1`` (``S = G + eps I``) depends on the masks through the normal equations.
-    With ``Lambda_l = dL/dA_l``, ``Gamma_l = Lambda_l S_l^-1`` and
-    ``H_l = -sym(A_l^T Gamma_l)``, the gradient is, per pixel,
-
-    ``dL/dm_lu = rho_lu / (B N) + (1/N) <Gamma_l, f_u phi_u^T> + (1/N) phi_u^T H_l phi_u``:
-
-    again small per-segment coefficients times the per-pixel products the forward pass already
-    built, accumulated in place by matrix products. Autograd reaches the same numbers with
-    several more passes (and copies) over ``(B, L, N)`` tensors. Used when the flow needs no
-    gradient; ``tests/test_losses.py`` checks it against autograd and by ``gradcheck``. It is
-    differentiable once: a second derivative (``create_graph=True``) raises an error.
-    """
-
-    @staticmethod
-    def forward(ctx, masks, flow, params, fphi, g, eps, robust, delta, model):
-        b, num_l, h, w = masks.shape
-        n = h * w
-        basis = basis_products(h, w, model, masks.dtype, masks.device)
-        centred, fphi_c, flow_sq = motion.centre(params, flow, fphi, basis[0])
-        sq = motion.expanded_squares(centred, fphi_c, flow_sq, basis).clamp_min_(0)
-        if robust == "charbonnier":  # rho = sqrt(sq + delta^2) - delta, kept >= 0
-            rho = torch.sqrt(sq.add_(delta * delta)).sub_(delta).clamp_min_(0)
-        elif robust == "l1":
-            rho = torch.sqrt(sq.add_(1e-12))
-        else:
-            rho = sq
-        m = masks.reshape(b, num_l, n)
-        ctx.save_for_backward(m, params, centred, fphi, fphi_c, rho, g)
-        ctx.shape, ctx.eps, ctx.model, ctx.robust, ctx.delta = masks.shape, eps, model, robust, delta
-        return torch.dot(m.reshape(-1), rho.reshape(-1)) / (b * n)
-
-    @staticmethod
-    def backward(ctx, grad):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "affine_motion_loss(combine='segments') with a constant flow is differentiable "
-                "once; for second derivatives pass a flow with requires_grad=True (autograd path)")
-        m, params, centred, fphi, fphi_c, rho, g = ctx.saved_tensors
-        b, num_l, h, w = ctx.shape
-        n = h * w
-        k = params.shape[-1]
-        _, products, rows, cols = basis_products(h, w, ctx.model, m.dtype, m.device)
-        c = grad / (b * n)
-        # dL/d(|e|^2) per pixel and segment
-        if ctx.robust == "l2":
-            wts = m * c
-        else:  # d rho / d sq = 1 / (2 sqrt(sq + delta^2)) = 1 / (2 (rho + delta))
-            root = rho + (ctx.delta if ctx.robust == "charbonnier" else 0.0)
-            wts = torch.div(m, root).mul_(0.5 * c)
-        # Lambda = dL/dA = 2 (A' W_G - W_R), in the centred coordinates of the forward pass
-        w_r = torch.bmm(wts, fphi_c.transpose(1, 2)).reshape(b, num_l, 2, k)
-        w_g = symmetric((wts.view(b * num_l, n) @ products.T).reshape(b, num_l, -1), k, rows, cols)
-        lam = 2 * (centred @ w_g - w_r)
-        s_mat = g + ctx.eps * torch.eye(k, dtype=m.dtype, device=m.device)
-        gamma = torch.linalg.solve(s_mat, lam.transpose(-1, -2)).transpose(-1, -2)  # Lambda S^-1
-        hmat = params.transpose(-1, -2) @ gamma
-        hmat = -(hmat + hmat.transpose(-1, -2)) / 2
-        twice = torch.where(rows == cols, 1.0, 2.0).to(m.dtype)
-        # rho * c, then the two terms through the fit, accumulated in place
-        grad_m = rho * c
-        grad_m.baddbmm_(gamma.reshape(b, num_l, 2 * k), fphi, alpha=1 / n)
-        grad_m.view(b * num_l, n).addmm_((hmat[..., rows, cols] * twice).reshape(b * num_l, -1),
-                                         products, alpha=1 / n)
-        return grad_m.reshape(b, num_l, h, w), None, None, None, None, None, None, None, None
 
 
 def soft_histogram(masks: torch.Tensor, values: torch.Tensor, bins: int,

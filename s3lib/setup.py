@@ -32,7 +32,7 @@ class Reproducibility:
     deterministic: bool
 
 
-def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS) -> Reproducibility:
+def reproducible(seed: int = 0, threads: int | None = None) -> Reproducibility:
     """Seed Python, NumPy, torch and OpenCV; fix thread counts; turn on deterministic algorithms.
 
     A run then repeats exactly on the same machine and software. Nothing pins CPU kernels: on
@@ -41,13 +41,18 @@ def reproducible(seed: int = 0, threads: int = DEFAULT_THREADS) -> Reproducibili
 
     Args:
         seed: the seed for ``random``, ``numpy.random``, ``torch`` and OpenCV's RNG.
-        threads: intra-op thread count for torch and OpenCV.
+        threads: intra-op thread count for torch and OpenCV; ``None``: ``$S3_THREADS`` or
+            :data:`DEFAULT_THREADS` (:func:`s3lib.config.threads`).
 
     Returns:
         A :class:`Reproducibility` record of what was set.
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    if threads is None:
+        from .config import threads as configured
+
+        threads = configured(DEFAULT_THREADS)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads: expected a positive int, got {threads!r}")
     import cv2

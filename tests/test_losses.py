@@ -237,8 +237,7 @@ def test_fit_affine_recovers_piecewise_parameters(seed, model):
 @pytest.mark.parametrize("combine", COMBINE)
 @pytest.mark.parametrize("robust", ROBUST)
 def test_affine_motion_loss_matches_reference(robust, combine, model, flow_grad):
-    """Both code paths (hand-written backward when the flow needs no gradient, autograd when it
-    does) give the documented value."""
+    """With and without a flow that needs gradients, the loss has the documented value."""
     for seed, (b, num_l, h, w), eps, delta in [(0, (2, 3, 5, 7), 1e-4, 0.1),
                                                (1, (1, 4, 6, 6), 1e-2, 0.5),
                                                (2, (3, 1, 4, 5), 1e-6, 0.05)]:
@@ -384,7 +383,7 @@ def test_gradcheck_affine_motion_loss(robust, combine, model):
 @pytest.mark.parametrize("combine", COMBINE)
 @pytest.mark.parametrize("robust", ROBUST)
 def test_gradcheck_affine_motion_loss_masks_only(robust, combine, model):
-    """Flow without gradient: the "segments" loss takes its hand-written backward."""
+    """Flow without gradient (the training case): gradients w.r.t. the masks alone."""
     masks, flow = _grad_inputs(15)
     flow = flow.detach()
     assert torch.autograd.gradcheck(
@@ -722,34 +721,23 @@ def test_finite_float16_flow_is_accepted():
 
 
 @pytest.mark.parametrize("robust", ["charbonnier", "l2"])
-def test_segments_loss_double_backward_is_correct_or_refused(robust):
+def test_segments_loss_double_backward_is_correct(robust):
+    """Second derivatives w.r.t. the masks (a gradient penalty) are right, flow constant."""
     gen = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 3, 5, 6, generator=gen, dtype=torch.float64)
     flow = random_flow(gen, 2, 5, 6, scale=2.0)
     v = torch.randn(logits.shape, generator=gen, dtype=torch.float64)
 
-    def penalty(theta, create_graph):
-        g = torch.autograd.grad(
-            affine_motion_loss(torch.softmax(theta, 1), flow, robust=robust), theta,
-            create_graph=create_graph)[0]
-        return g.pow(2).sum()
-
-    theta = logits.clone().requires_grad_(True)
-    # the hand-written backward is first-order only: it must refuse, not answer wrongly
-    with pytest.raises(RuntimeError, match="differentiable once"):
-        torch.autograd.grad(penalty(theta, True), theta)
-    # with a flow that needs gradients (autograd path) the second derivative is right
-    flow_g = flow.clone().requires_grad_(True)
-
-    def penalty_autograd(th, create_graph):
-        g = torch.autograd.grad(affine_motion_loss(torch.softmax(th, 1), flow_g, robust=robust),
+    def penalty(th, create_graph):
+        g = torch.autograd.grad(affine_motion_loss(torch.softmax(th, 1), flow, robust=robust),
                                 th, create_graph=create_graph)[0]
         return g.pow(2).sum()
 
-    dpen = torch.autograd.grad(penalty_autograd(theta, True), theta)[0]
+    theta = logits.clone().requires_grad_(True)
+    dpen = torch.autograd.grad(penalty(theta, True), theta)[0]
     h = 1e-5  # directional derivative of the penalty by central differences
-    fd = (penalty_autograd((logits + h * v).requires_grad_(), False)
-          - penalty_autograd((logits - h * v).requires_grad_(), False)) / (2 * h)
+    fd = (penalty((logits + h * v).requires_grad_(), False)
+          - penalty((logits - h * v).requires_grad_(), False)) / (2 * h)
     assert (dpen * v).sum().item() == pytest.approx(fd.item(), rel=1e-4, abs=1e-8)
 
 

@@ -1,4 +1,4 @@
-"""Conventions every committed notebook keeps (nbval checks their outputs separately)."""
+"""Conventions every committed notebook keeps (nbval re-executes them separately, in lax mode)."""
 
 import json
 import re
@@ -9,6 +9,8 @@ from conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+DECIMAL = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.])")
+EXPECT_LINE = re.compile(r"\(expected [-+0-9.e]+.*? \+- [0-9.e]+")
 
 
 def test_there_are_notebooks():
@@ -76,3 +78,68 @@ def test_big_buck_bunny_is_credited_wherever_it_appears():
     for path in showing:
         text = _load(path)[2]
         assert "Blender Foundation" in text and "CC-BY 3.0" in text, f"{path.name}: credit it"
+
+
+def _text_outputs(cell) -> str:
+    out = []
+    for o in cell.get("outputs", []):
+        t = o.get("text") or o.get("data", {}).get("text/plain") or ""
+        out.append("".join(t) if isinstance(t, list) else t)
+    return "\n".join(out)
+
+
+def unbacked_prose_numbers(nb: dict) -> list[str]:
+    """Decimal numbers in the Markdown that no output prints to the same precision (LaTeX,
+    code spans, headings, references to the paper and section numbers aside)."""
+    printed = [float(x) for c in nb["cells"] for x in DECIMAL.findall(_text_outputs(c))]
+    missing = []
+    for c in nb["cells"]:
+        if c["cell_type"] != "markdown":
+            continue
+        md = re.sub(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`", " ", "".join(c["source"]), flags=re.S)
+        for line in md.splitlines():
+            if line.lstrip().startswith("#") or re.search(r"(?i)paper|table 1|et al|arxiv|"
+                                                          r"version|CC-BY", line):
+                continue
+            for m in DECIMAL.finditer(line):
+                if re.search(r"(?i)(sections?|§|notebooks?|steps?|cells?|figs?\.?|figures?|eq\.?)"
+                             r"\s*$", line[:m.start()]):
+                    continue
+                v, dec = float(m.group(1)), len(m.group(1).split(".")[1])
+                if not any(abs(x - v) <= 0.5 * 10 ** -dec + 1e-12 for x in printed):
+                    missing.append(m.group(1))
+    return missing
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_number_in_the_prose_is_printed_by_a_cell(path):
+    nb, _, _ = _load(path)
+    missing = unbacked_prose_numbers(nb)
+    assert not missing, f"{path.name}: the text states {missing} but no output prints them"
+
+
+def test_the_prose_check_can_fail():
+    nb = {"cells": [{"cell_type": "markdown", "source": ["The loss is 0.431 here (section 5.2)."]},
+                    {"cell_type": "code", "source": [], "outputs": [
+                        {"output_type": "stream", "name": "stdout", "text": "loss 0.4309\n"}]}]}
+    assert unbacked_prose_numbers(nb) == []
+    nb["cells"][1]["outputs"][0]["text"] = "loss 0.4321\n"
+    assert unbacked_prose_numbers(nb) == ["0.431"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_results_are_checked_by_tolerance(path):
+    """Each notebook checks its numbers with s3lib.check.expect (visible in its outputs), and
+    every cell nbval compares digit for digit prints nothing but exact values."""
+    nb, code, _ = _load(path)
+    expects = [ln for c in code for ln in _text_outputs(c).splitlines() if EXPECT_LINE.search(ln)]
+    assert len(expects) >= 3, f"{path.name}: only {len(expects)} expect(...) checks in its outputs"
+    compared = [c for c in code if "nbval-check-output" in c["metadata"].get("tags", [])]
+    assert compared, f"{path.name}: no cell is compared by nbval (tag nbval-check-output)"
+    for c in compared:
+        text = _text_outputs(c)
+        assert not DECIMAL.search(text), (
+            f"{path.name}: cell {''.join(c['source'])[:50]!r} is compared digit for digit but "
+            f"prints a measured number ({DECIMAL.search(text).group(0)}): check it with expect")
+        assert not any("image/png" in o.get("data", {}) or WIDGET_MIME in o.get("data", {})
+                       for o in c["outputs"]), f"{path.name}: a compared cell shows a figure"
