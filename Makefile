@@ -10,8 +10,8 @@ KERNEL := s3course
 # extra arguments: `make lab ARGS=--no-browser`, `make test PYTEST_ARGS="-k flow"`
 ARGS ?=
 PYTEST_ARGS ?=
-# committed outputs always come from the full configuration and a fixed hash seed
-RUN_ENV := env -u S3_QUICK PYTHONHASHSEED=0
+# committed outputs always come from the full configuration, one thread and a fixed hash seed
+RUN_ENV := env -u S3_QUICK -u S3_THREADS PYTHONHASHSEED=0
 
 .PHONY: help setup lab test notebooks browser clean
 # a half-made target (e.g. a venv whose creation failed) is removed, never mistaken for done

@@ -8,6 +8,7 @@ Modules, one idea each (the notebook that explains each is named in its docstrin
 - :mod:`s3lib.flow`     -- ``.flo`` I/O, the Middlebury colour wheel, OpenCV flow, warping.
 - :mod:`s3lib.metrics`  -- matched mIoU, (FG-)ARI, average precision (sklearn and VOC07 styles).
 - :mod:`s3lib.viz`      -- segment colours, overlays, flow pictures with a colour wheel.
+- :mod:`s3lib.analysis` -- scores and baselines the notebooks print (speed splits, stripes, fits).
 - :mod:`s3lib.widgets`  -- ipywidgets builders used by the notebooks (tested without a browser).
 - :mod:`s3lib.motion`   -- per-segment motion models: basis, normal equations, solve, residuals.
 - :mod:`s3lib.grouping` -- eq. (1)-(2): likelihood of a segmentation, fitted or integrated.

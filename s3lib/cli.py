@@ -243,10 +243,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .setup import reproducible
     from .train import evaluate_checkpoint
 
-    reproducible(0)  # one thread, deterministic
-
     if args.dataset == "video" and not args.data:
         raise ValueError("eval video: --data DIR is required (the caches it was trained on)")
+    if not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint")
+    reproducible(0)  # one thread, deterministic
     result = evaluate_checkpoint(args.checkpoint, data=args.data if args.dataset == "video"
                                  else None)
     if args.json:

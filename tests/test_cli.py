@@ -1,25 +1,86 @@
-"""The `s3` command (console script and `python -m s3lib`)."""
+"""The `s3` command (console script and `python -m s3lib`).
+
+Most tests call :func:`s3lib.cli.main` in this process (:func:`s3`): an interpreter with torch
+takes seconds to start. Three keep a real process, for what only one can show: ``python -m
+s3lib`` and the console script start, and a tiny ``train cube`` + ``eval cube --json`` end to
+end."""
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
+import torch
 
 import s3lib.train
+from s3lib.cli import main
 from s3lib.flow import read_flo
 
 
 def run(*args, check=True):
+    """``python -m s3lib ARGS...`` in a fresh interpreter (only for the entry-point tests)."""
     return subprocess.run([sys.executable, "-m", "s3lib", *args], capture_output=True,
                           text=True, check=check)
 
 
+class Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def s3(capsys, *args, check=True) -> Result:
+    """``s3 ARGS...`` in this process: its exit status (argparse's ``SystemExit`` too: 2 for a
+    bad flag, 0 for ``--help``), stdout and stderr. An exception that ``main`` lets through
+    fails the test, as its traceback would have in a subprocess. ``check``: the status is 0."""
+    capsys.readouterr()  # only this command's output
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    if check:
+        assert code == 0, err
+    return Result(code, out, err)
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """``s3 train`` and ``s3 eval`` run :func:`s3lib.setup.reproducible` in this process: put
+    back what it sets (torch and OpenCV threads, deterministic algorithms, the RNGs) so that no
+    later test runs under it."""
+    import cv2
+
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(cv2_threads)
+    if (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled()) != (deterministic, warn_only):
+        # only when changed: the call imports torch._inductor's config (seconds)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
+    random.setstate(rngs[0])
+    np.random.set_state(rngs[1])
+    torch.set_rng_state(rngs[2])
+    if cublas is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
 def test_help_lists_the_subcommands():
-    out = run("--help").stdout
+    out = run("--help").stdout  # a real `python -m s3lib`
     for cmd in ("env", "clips", "flow"):
         assert cmd in out
 
@@ -31,31 +92,31 @@ def test_console_script_is_installed():
     assert "usage: s3" in out.stdout
 
 
-def test_env_prints_json():
-    rep = json.loads(run("env").stdout)
+def test_env_prints_json(capsys):
+    rep = json.loads(s3(capsys, "env").stdout)
     assert rep["torch_threads"] >= 1 and "opencv" in rep
 
 
-def test_clips_lists_the_bundled_clips_with_credit():
-    out = run("clips").stdout
+def test_clips_lists_the_bundled_clips_with_credit(capsys):
+    out = s3(capsys, "clips").stdout
     assert "bigbuckbunny" in out and "1280x720" in out and "Blender Foundation" in out
 
 
-def test_flow_writes_a_readable_flo_file(tmp_path):
+def test_flow_writes_a_readable_flo_file(tmp_path, capsys):
     out = tmp_path / "f.flo"
-    res = run("flow", "bigbuckbunny", "--frame", "40", "--gap", "2", "--size", "96x54",
-              "--out", str(out))
+    res = s3(capsys, "flow", "bigbuckbunny", "--frame", "40", "--gap", "2", "--size", "96x54",
+             "--out", out)
     flow = read_flo(out)
     assert flow.shape == (54, 96, 2)
     mean = float(np.hypot(flow[..., 0], flow[..., 1]).mean())
     assert f"mean |flow| {mean:.2f} px" in res.stdout
 
 
-def test_flow_writes_a_png(tmp_path):
+def test_flow_writes_a_png(tmp_path, capsys):
     import cv2
 
     out = tmp_path / "f.png"
-    run("flow", "bigbuckbunny", "--frame", "40", "--size", "64x36", "--out", str(out))
+    s3(capsys, "flow", "bigbuckbunny", "--frame", "40", "--size", "64x36", "--out", out)
     assert cv2.imread(str(out)).shape == (36, 64, 3)
 
 
@@ -66,15 +127,16 @@ def test_flow_writes_a_png(tmp_path):
     (["flow", "bigbuckbunny", "--size", "12", "--out", "x.flo"], "WIDTHxHEIGHT"),
     (["flow", "bigbuckbunny", "--gap", "0", "--out", "x.flo"], "--gap"),
 ])
-def test_bad_input_gives_a_one_line_error(tmp_path, args, message):
-    res = subprocess.run([sys.executable, "-m", "s3lib", *args], capture_output=True, text=True,
-                         cwd=tmp_path)
+def test_bad_input_gives_a_one_line_error(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    res = s3(capsys, *args, check=False)
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
 
 
 def test_train_and_eval_cube_tiny(tmp_path):
+    """End to end in real processes: `python -m s3lib train cube`, then `eval cube --json`."""
     run_dir = tmp_path / "run"
     res = run("train", "cube", "--out", str(run_dir), "--steps", "2", "--size", "16",
               "--num-segments", "3", "--quiet")
@@ -93,35 +155,35 @@ def test_train_and_eval_cube_tiny(tmp_path):
     (["train", "cube", "--out", "r", "--steps", "1", "--size", "18"], "size"),
     (["eval", "cube", "--checkpoint", "missing.pt"], "missing.pt"),
 ])
-def test_train_and_eval_bad_input(tmp_path, args, message):
-    res = subprocess.run([sys.executable, "-m", "s3lib", *args], capture_output=True, text=True,
-                         cwd=tmp_path)
+def test_train_and_eval_bad_input(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    res = s3(capsys, *args, check=False)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
 
-def test_help_lists_the_data_subcommands():
-    out = run("--help").stdout
+def test_help_lists_the_data_subcommands(capsys):
+    out = s3(capsys, "--help").stdout
     assert "prepare-video" in out and "download" in out
-    assert "--shard I/N" in run("prepare-video", "--help").stdout
+    assert "--shard I/N" in s3(capsys, "prepare-video", "--help").stdout
 
 
-def test_prepare_video_on_bikes_then_skips(tmp_path):
+def test_prepare_video_on_bikes_then_skips(tmp_path, capsys):
     # bikes' first cut is between frames 29 and 30 (see tests/test_video.py): 40 frames make
     # two shots, 30 + 10 frames, so 29 + 9 = 38 pairs with gap 1 and none across the cut
     out = tmp_path / "cache"
     args = ("prepare-video", "bikes", "--out", str(out), "--size", "80x34", "--max-frames", "40",
             "--quiet")
-    res = run(*args)
+    res = s3(capsys, *args)
     assert f"{out / 'bikes'}: 40 frames 80x34, 2 shot(s), 38 flow pairs (dis, gap 1)" in res.stdout
     index = json.loads((out / "bikes" / "index.json").read_text())
     assert index["cuts"] == [30] and index["settings"]["max_frames"] == 40
     stamp = (out / "bikes" / "flows.npy").stat().st_mtime_ns
-    again = run(*args[:-1])  # with progress: says it skips
+    again = s3(capsys, *args[:-1])  # with progress: says it skips
     assert "skip" in again.stderr and (out / "bikes" / "flows.npy").stat().st_mtime_ns == stamp
     assert again.stdout == res.stdout
 
 
-def test_prepare_video_shard_and_workers(tmp_path):
+def test_prepare_video_shard_and_workers(tmp_path, capsys):
     import cv2
 
     videos = tmp_path / "videos"
@@ -134,18 +196,18 @@ def test_prepare_video_shard_and_workers(tmp_path):
         for k in range(4):
             writer.write(np.ascontiguousarray(base[:, 8 - k:40 - k]))
         writer.release()
-    res = run("prepare-video", str(videos), "--out", str(tmp_path / "out"), "--shard", "1/2",
-              "--workers", "2", "--quiet")
+    res = s3(capsys, "prepare-video", videos, "--out", tmp_path / "out", "--shard", "1/2",
+             "--workers", "2", "--quiet")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["b"]
     assert "b: 4 frames 32x24, 1 shot(s), 3 flow pairs" in res.stdout
-    res = run("prepare-video", str(videos), "--out", str(tmp_path / "out"), "--shard", "5/7",
-              "--quiet")
+    res = s3(capsys, "prepare-video", videos, "--out", tmp_path / "out", "--shard", "5/7",
+             "--quiet")
     assert "no videos in this shard" in res.stdout
 
 
 @pytest.mark.parametrize("shard", ["2/2", "-1/3", "0/0", "1", "a/b"])
-def test_prepare_video_bad_shard(tmp_path, shard):
-    res = run("prepare-video", "bikes", "--out", str(tmp_path), "--shard", shard, check=False)
+def test_prepare_video_bad_shard(tmp_path, capsys, shard):
+    res = s3(capsys, "prepare-video", "bikes", "--out", tmp_path, "--shard", shard, check=False)
     assert res.returncode == 2 and "--shard" in res.stderr and "I/N" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -154,15 +216,15 @@ def test_prepare_video_bad_shard(tmp_path, shard):
     (["--gap", "0"], "--gap"), (["--workers", "0"], "--workers"), (["--size", "4x4"], "8x8"),
     (["--flow", "lk"], "--flow"), (["--max-frames", "1"], "max_frames"),
 ])
-def test_prepare_video_bad_options(tmp_path, extra, message):
-    res = run("prepare-video", "bikes", "--out", str(tmp_path), *extra, check=False)
+def test_prepare_video_bad_options(tmp_path, capsys, extra, message):
+    res = s3(capsys, "prepare-video", "bikes", "--out", tmp_path, *extra, check=False)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
 
-def test_prepare_video_corrupt_file_is_a_one_line_error(tmp_path):
+def test_prepare_video_corrupt_file_is_a_one_line_error(tmp_path, capsys):
     junk = tmp_path / "x.mp4"
     junk.write_bytes(np.random.default_rng(0).bytes(4000))
-    res = run("prepare-video", str(junk), "--out", str(tmp_path / "out"), "--quiet", check=False)
+    res = s3(capsys, "prepare-video", junk, "--out", tmp_path / "out", "--quiet", check=False)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     error = [line for line in res.stderr.splitlines() if line.startswith("s3 prepare-video")]
     assert len(error) == 1 and "x.mp4" in error[0] and "OpenCV cannot" in error[0]

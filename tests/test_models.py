@@ -67,10 +67,8 @@ def test_foreign_and_malicious_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_export_keeps_the_network_and_drops_the_optimiser(tmp_path):
-    import subprocess
-    import sys
-
+def test_export_keeps_the_network_and_drops_the_optimiser(tmp_path, capsys):
+    from s3lib.cli import main
     from s3lib.models import export_checkpoint
 
     torch.manual_seed(0)
@@ -87,9 +85,10 @@ def test_export_keeps_the_network_and_drops_the_optimiser(tmp_path):
     model, config = load_checkpoint(tmp_path / "small.pt")
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(model(x), net.eval()(x)) and config["size"] == 8
-    res = subprocess.run([sys.executable, "-m", "s3lib", "export", str(tmp_path / "nope.pt"),
-                          "--out", str(tmp_path / "x.pt")], capture_output=True, text=True)
-    assert res.returncode == 2 and "nope.pt" in res.stderr
+    capsys.readouterr()
+    code = main(["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.pt" in err and err.startswith("s3 export: error:")
 
 
 @pytest.mark.parametrize("levels", [1, 2, 3, 4, 5])

@@ -1,14 +1,15 @@
 """``s3 segment`` and the contact sheets of notebooks 05-06; ``s3 train|eval video`` end to end."""
 
 import json
-import subprocess
-import sys
+import os
+import random
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from s3lib.cli import main
 from s3lib.models import SegmentationNet, save_checkpoint
 from s3lib.segment import checkpoint_size, contact_sheet, segment_to_png
 
@@ -22,9 +23,44 @@ def checkpoint(tmp_path):
     return path
 
 
-def s3(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "s3lib", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
+def s3(capsys, *args):
+    """``s3 ARGS...`` in this process (no interpreter start): ``(status, stdout, stderr)``,
+    argparse's ``SystemExit`` status included. An exception that ``main`` lets through fails
+    the test, as its traceback would have in a subprocess."""
+    capsys.readouterr()  # only this command's output
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    return (code, *capsys.readouterr())
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """``s3 train`` and ``s3 eval`` run :func:`s3lib.setup.reproducible` in this process: put
+    back what it sets (torch and OpenCV threads, deterministic algorithms, the RNGs) so that no
+    later test runs under it."""
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(cv2_threads)
+    if (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled()) != (deterministic, warn_only):
+        # only when changed: the call imports torch._inductor's config (seconds)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
+    random.setstate(rngs[0])
+    np.random.set_state(rngs[1])
+    torch.set_rng_state(rngs[2])
+    if cublas is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
 def test_contact_sheet_layout():
@@ -52,11 +88,12 @@ def test_segment_an_image(checkpoint, tmp_path):
     assert len(shares) == 3 and sum(shares) == pytest.approx(1, abs=0.02)
 
 
-def test_segment_a_video_contact_sheet(checkpoint, slide_video, tmp_path):
-    res = s3("segment", "--checkpoint", checkpoint, slide_video, "--out", tmp_path / "s.png",
-             "--frames", "4", "--size", "24x16", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "[0, 6, 13, 19]" in res.stdout
+def test_segment_a_video_contact_sheet(checkpoint, slide_video, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = s3(capsys, "segment", "--checkpoint", checkpoint, slide_video,
+                        "--out", tmp_path / "s.png", "--frames", "4", "--size", "24x16")
+    assert code == 0, err
+    assert "[0, 6, 13, 19]" in out
     assert cv2.imread(str(tmp_path / "s.png")).shape == (2 * 16 + 2, 4 * 24 + 3 * 2, 3)
 
 
@@ -66,24 +103,27 @@ def test_segment_a_video_contact_sheet(checkpoint, slide_video, tmp_path):
     (lambda c, t: ["--checkpoint", c, t / "bad.png", "--out", t / "o.jpg"], "o.jpg"),
     (lambda c, t: ["--checkpoint", t / "none.pt", t / "bad.png", "--out", t / "o.png"], "none.pt"),
 ])
-def test_segment_bad_input(checkpoint, tmp_path, make_args, message):
+def test_segment_bad_input(checkpoint, tmp_path, monkeypatch, capsys, make_args, message):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    res = s3("segment", *make_args(checkpoint, tmp_path), cwd=tmp_path)
-    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    code, out, err = s3(capsys, "segment", *make_args(checkpoint, tmp_path))
+    assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
 
 
-def test_train_and_eval_video_cli(video_cache, tmp_path):
-    res = s3("train", "video", "--data", video_cache, "--loss", "entropy", "--out", tmp_path / "r",
-             "--steps", "2", "--segments", "3", "--quiet", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
+def test_train_and_eval_video_cli(video_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = s3(capsys, "train", "video", "--data", video_cache, "--loss", "entropy",
+                        "--out", tmp_path / "r", "--steps", "2", "--num-segments", "3", "--quiet")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
     assert summary["step"] == 2 and "miou" not in summary
-    res = s3("eval", "video", "--data", video_cache, "--checkpoint", tmp_path / "r" / "checkpoint.pt",
-             "--json", cwd=tmp_path)
-    out = json.loads(res.stdout)
-    assert out["loss_name"] == "entropy" and len(out["segment_fractions"]) == 3
-    assert out["loss"] == pytest.approx(summary["heldout_loss"], rel=1e-5)
+    code, out, err = s3(capsys, "eval", "video", "--data", video_cache,
+                        "--checkpoint", tmp_path / "r" / "checkpoint.pt", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["loss_name"] == "entropy" and len(result["segment_fractions"]) == 3
+    assert result["loss"] == pytest.approx(summary["heldout_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -91,6 +131,7 @@ def test_train_and_eval_video_cli(video_cache, tmp_path):
     (["train", "video", "--data", "nowhere", "--out", "r", "--steps", "1"], "nowhere"),
     (["eval", "video", "--checkpoint", "x.pt"], "--data"),
 ])
-def test_video_cli_bad_input(tmp_path, args, message):
-    res = s3(*args, cwd=tmp_path)
-    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+def test_video_cli_bad_input(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = s3(capsys, *args)
+    assert code == 2 and message in err and "Traceback" not in err

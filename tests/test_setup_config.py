@@ -1,19 +1,51 @@
 """s3lib.setup.reproducible and s3lib.config (quick mode)."""
 
+import dataclasses
+import os
 import random
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from s3lib import config
-from s3lib.setup import environment_report, reproducible
+from s3lib.setup import Reproducibility, environment_report, reproducible
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """These tests call :func:`reproducible` in this process: put back what it sets (torch and
+    OpenCV threads, deterministic algorithms, the RNGs) so that no later test runs under it."""
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(cv2_threads)
+    if (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled()) != (deterministic, warn_only):
+        # only when changed: the call imports torch._inductor's config (seconds)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
+    random.setstate(rngs[0])
+    np.random.set_state(rngs[1])
+    torch.set_rng_state(rngs[2])
+    if cublas is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
 def _draws():
-    return random.random(), float(np.random.rand()), float(torch.rand(()))
+    cv = np.zeros(1, np.float32)
+    cv2.randu(cv, 0, 1)
+    return random.random(), float(np.random.rand()), float(torch.rand(())), float(cv[0])
 
 
 def test_same_seed_same_draws_and_different_seed_differs():
@@ -28,26 +60,30 @@ def test_same_seed_same_draws_and_different_seed_differs():
 
 
 def test_threads_and_deterministic_flags_are_set():
-    old = torch.get_num_threads()
-    try:
-        rec = reproducible(0, threads=2)
-        assert torch.get_num_threads() == 2 and rec.threads == 2
-        assert torch.are_deterministic_algorithms_enabled()
-        import cv2
-
-        assert cv2.getNumThreads() == 2
-        assert reproducible(0).threads == torch.get_num_threads() == 1  # the course default
-    finally:
-        torch.set_num_threads(old)
+    torch.use_deterministic_algorithms(False)
+    rec = reproducible(0, threads=2)
+    assert torch.get_num_threads() == 2 and rec.threads == 2
+    assert torch.are_deterministic_algorithms_enabled()
+    assert cv2.getNumThreads() == 2
+    assert reproducible(0).threads == torch.get_num_threads() == 1  # the course default
 
 
-@pytest.mark.parametrize("kwargs", [{"seed": -1}, {"seed": 1.5}, {"seed": True}, {"threads": 0}])
+def test_the_record_says_what_was_set():
+    assert reproducible(4, threads=2) == Reproducibility(seed=4, threads=2, deterministic=True)
+    assert [f.name for f in dataclasses.fields(Reproducibility)] == [
+        "seed", "threads", "deterministic"]
+
+
+@pytest.mark.parametrize("kwargs", [{"seed": -1}, {"seed": 1.5}, {"seed": True}, {"threads": 0},
+                                    {"threads": 1.5}, {"threads": True}])
 def test_bad_arguments_are_named(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         reproducible(**kwargs)
 
 
 def test_a_training_step_repeats_bit_for_bit_in_fresh_processes():
+    """The point is a fresh interpreter each (as a notebook kernel or `s3 train` starts), so
+    these stay subprocesses; the two run side by side to halve the wait."""
     code = (
         "import torch; from s3lib.setup import reproducible; reproducible(3)\n"
         "net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))\n"
@@ -55,9 +91,14 @@ def test_a_training_step_repeats_bit_for_bit_in_fresh_processes():
         "for _ in range(3):\n"
         "    opt.zero_grad(); loss = net(x).softmax(1).pow(2).mean(); loss.backward(); opt.step()\n"
         "print(repr(loss.item()))\n")
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True).stdout for _ in range(2)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, err) in zip(procs, results):
+        assert proc.returncode == 0, err
+    outs = {out for out, _ in results}
     assert len(outs) == 1, outs
+    assert float(outs.pop()) > 0  # a loss was printed
 
 
 def test_environment_report_has_the_documented_keys():

@@ -77,3 +77,77 @@ def test_render_flow_pair_summary_matches_its_numbers(moving_texture_frames):
 def test_bad_frames_or_gap_are_rejected(frames, gap):
     with pytest.raises(ValueError):
         widgets.flow_explorer(frames, gap=gap)
+
+
+# ----------------------------------------------------------------------------- the base class
+EXPLORERS = ["BoundaryExplorer", "CubeExplorer", "EntropyExplorer", "FlowExplorer",
+             "FreeMaskExplorer", "SegmentFitExplorer", "VideoExplorer"]
+
+
+@pytest.mark.parametrize("name", EXPLORERS)
+def test_every_explorer_uses_the_one_base_class(name):
+    from s3lib.widgets._controls import Explorer
+
+    cls = getattr(widgets, name)
+    assert issubclass(cls, Explorer)
+    for method in ("_on_change", "_set_controls", "_assemble"):  # inherited, not hand-rolled
+        assert method not in vars(cls), f"{name} defines its own {method}"
+    assert "update" in vars(cls) and "show" in vars(cls)
+
+
+def test_set_controls_redraws_once_and_constrain_runs_while_quiet():
+    from dataclasses import dataclass, field
+
+    import ipywidgets as w
+
+    from s3lib.widgets._controls import Explorer
+
+    @dataclass
+    class Counter(Explorer):
+        redraws: int = 0
+        constrained: list = field(default_factory=list)
+
+        def __post_init__(self):
+            self.a, self.b = w.IntSlider(value=0, max=10), w.IntSlider(value=0, max=10)
+            self._assemble((self.a, self.b))
+
+        def _constrain(self, change):
+            self.constrained.append(change["owner"] is self.a)
+
+        def update(self):
+            self.redraws += 1
+            self.info.value = f"a {self.a.value}, b {self.b.value}"
+            return self.info.value
+
+        def show(self, a, b):
+            return self._set_controls((self.a, a), (self.b, b))
+
+    c = Counter()
+    assert c.redraws == 1 and c.controls == (c.a, c.b)
+    assert c.widget.children[0].children == (c.a, c.b) and c.widget.children[1:] == (c.image,
+                                                                                    c.info)
+    c.a.value = 3  # an observer: one redraw per move
+    assert c.redraws == 2 and c.info.value == "a 3, b 0"
+    assert c.show(5, 7) == "a 5, b 7" and c.redraws == 3  # two moves, one redraw
+    assert c.constrained == [True, True, False] and not c._quiet
+
+
+def test_notebooks_import_only_explorer_builders_from_widgets():
+    """The scores a notebook prints come from s3lib.analysis; from s3lib.widgets a notebook
+    imports the explorers (``*_explorer``) or the widgets package itself."""
+    import ast
+    import json
+
+    from conftest import REPO
+
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            lines = [l for l in source.splitlines() if not l.lstrip().startswith(("%", "!"))]
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                        "s3lib.widgets"):
+                    names = [a.name for a in node.names]
+                    assert all(n.endswith("_explorer") for n in names), (path.name, names)

@@ -12,7 +12,6 @@ import torch
 
 from s3lib.data.synthetic import add_flow_noise, piecewise_affine_flow
 from s3lib.losses import entropy_motion_loss
-from s3lib.widgets import entropy
 from s3lib.widgets.entropy import EntropyExplorer, entropy_explorer
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -116,19 +115,6 @@ def test_show_rejects_values_outside_the_controls(explorer, kwargs):
 def test_bad_builder_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError):
         entropy_explorer(**kwargs)
-
-
-def test_comparison_masks_sum_to_one_and_reject_bad_labels():
-    labels = torch.tensor([[0, 1], [2, 2]])
-    masks = entropy.comparison_masks(labels)
-    for m in masks.values():
-        assert m.shape == (1, 3, 2, 2)
-        assert torch.allclose(m.sum(1), torch.ones(1, 2, 2))
-    assert masks["mixed"][0, :, 0, 0].tolist() == [0.5, 0.0, 0.5]  # label 0: segments 0 and 2
-    with pytest.raises(ValueError):
-        entropy.comparison_masks(torch.zeros(2, 2, dtype=torch.int64))  # one label
-    with pytest.raises(ValueError):
-        entropy.comparison_masks(labels.float().long()[None])  # not (H, W)
 
 
 def test_a_broken_callback_is_detected(monkeypatch):

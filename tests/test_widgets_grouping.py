@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 
+from s3lib.analysis import boundary_masks, two_motion_flow
 from s3lib.grouping import log_evidence, max_log_likelihood
-from s3lib.widgets.grouping import (boundary_explorer, boundary_masks, scan_boundaries,
-                                    two_motion_flow)
+from s3lib.widgets.grouping import boundary_explorer
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +35,6 @@ def test_noise_and_softness_rescore(explorer):
     assert "softness 3.0 px" in explorer.info.value
     explorer.noise.value = 1.0
     assert "noise 1.0 px" in explorer.info.value
-
-
-def test_the_true_boundary_scores_best_with_little_noise():
-    scan = scan_boundaries(two_motion_flow(24, 14, 0.1), softness=0.0)
-    assert scan.positions[scan.max_loglik.argmax()] == 14
-    assert scan.positions[scan.evidence.argmax()] == 14
-
-
-def test_soft_masks_sum_to_one_and_hard_ones_split_at_the_column():
-    m = boundary_masks(10, [4, 6], 2.0)
-    assert torch.allclose(m.sum(1), torch.ones(2, 10, 10, dtype=torch.float64))
-    hard = boundary_masks(10, [4], 0.0)[0]
-    assert hard[1, :, :4].sum() == 0 and hard[1, :, 4:].min() == 1
 
 
 def test_a_broken_observer_is_detected(monkeypatch):

@@ -15,7 +15,7 @@ from s3lib.data.pairs import FlowPairs
 from s3lib.data.synthetic import piecewise_affine_flow
 from s3lib.losses import fit_affine
 from s3lib.models import SegmentationNet
-from s3lib.widgets.sintel import SegmentFitExplorer, fit_segments, segment_fit_explorer
+from s3lib.widgets.sintel import SegmentFitExplorer, segment_fit_explorer
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SIZE, FRAMES, SEGMENTS = 24, 3, 3
@@ -103,7 +103,7 @@ def test_given_masks_give_the_direct_fit_and_explain_their_regions(pairs):
         assert shown["residual"] == pytest.approx(ref["residual"], abs=6e-4)
         assert shown["share"] == pytest.approx(ref["share"], abs=6e-4)
     # near-true segments of a piecewise-affine field: the fit explains most of the motion
-    fits = fit_segments(pairs.flows, masks)
+    fits = ex.fits  # s3lib.analysis.fit_segments of the pairs and masks (tests/test_analysis.py)
     assert torch.all(fits.mean_residual < fits.mean_speed)
     assert torch.allclose(fits.share.sum(1), torch.ones(FRAMES, dtype=fits.share.dtype))
 
@@ -132,17 +132,6 @@ def test_show_sets_both_sliders_and_returns_the_label(explorer):
     assert line == explorer.info.value
 
 
-def test_fit_segments_shapes(pairs, model):
-    masks = model(pairs.images).softmax(1).detach()
-    fits = fit_segments(pairs.flows, masks)
-    assert fits.params.shape == (FRAMES, SEGMENTS, 2, 3)
-    assert fits.fitted.shape == (FRAMES, SEGMENTS, 2, SIZE, SIZE)
-    assert fits.residual.shape == (FRAMES, SEGMENTS, SIZE, SIZE)
-    for name in ("share", "mean_residual", "mean_speed"):
-        assert getattr(fits, name).shape == (FRAMES, SEGMENTS)
-    assert torch.allclose(fits.params, fit_affine(pairs.flows, masks))
-
-
 @pytest.mark.parametrize("frame, segment", [(-1, 0), (FRAMES, 0), (0, -1), (0, SEGMENTS),
                                             (1.0, 0), (0, "1"), (True, 0)])
 def test_show_rejects_values_outside_the_sliders(explorer, frame, segment):
@@ -165,5 +154,3 @@ def test_bad_masks_and_pairs_are_rejected(pairs):
         segment_fit_explorer(None, pairs, masks=torch.ones(FRAMES + 1, 2, SIZE, SIZE) / 2)
     with pytest.raises(ValueError, match="pairs"):
         segment_fit_explorer(None, np.zeros(3), masks=torch.ones(1, 2, SIZE, SIZE) / 2)
-    with pytest.raises(ValueError):
-        fit_segments(pairs.flows, torch.ones(FRAMES, 2, SIZE + 1, SIZE) / 2)

@@ -17,8 +17,7 @@ import torch
 from s3lib.data.video import load_cache, prepare_video
 from s3lib.losses import affine_motion_loss, entropy_motion_loss
 from s3lib.models import SegmentationNet, save_checkpoint
-from s3lib.widgets.video import (VideoExplorer, explained_variance, frame_status, one_hot,
-                                 segmentation_scores, speed_bands, stripes, video_explorer)
+from s3lib.widgets.video import VideoExplorer, frame_status, video_explorer
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CUT = 12  # the first frame of the second shot
@@ -182,47 +181,3 @@ def test_bad_builder_arguments_are_rejected(two_shot_cache, nets, tmp_path):
         video_explorer(two_shot_cache, nets, frame=99)
     with pytest.raises(FileNotFoundError):
         video_explorer(tmp_path / "no-cache", nets)
-
-
-# ----------------------------------------------------------------------------- scoring helpers
-def test_one_hot_speed_bands_and_stripes():
-    lab = torch.tensor([[0, 1], [2, 1]])
-    m = one_hot(lab, 3)
-    assert m.shape == (1, 3, 2, 2) and torch.equal(m.sum(1), torch.ones(1, 2, 2))
-    flow = torch.stack([torch.arange(40.0).reshape(5, 8), torch.zeros(5, 8)])
-    bands = speed_bands(flow, 4)
-    assert torch.equal(torch.bincount(bands.flatten()), torch.tensor([10, 10, 10, 10]))
-    assert torch.equal(bands, (torch.arange(40).reshape(5, 8) // 10))
-    assert torch.equal(speed_bands(flow, 1), torch.zeros(5, 8, dtype=torch.int64))
-    s = stripes(3, 10, 5)
-    assert s[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and torch.equal(s[0], s[2])
-
-
-def test_explained_variance_and_scores():
-    lab = stripes(6, 8, 2)
-    flow = torch.stack([lab.float() * 3 - 1, torch.zeros(6, 8)])  # two translations
-    assert explained_variance(lab, flow) == pytest.approx(1.0)
-    assert explained_variance(torch.zeros(6, 8, dtype=torch.int64), flow) == pytest.approx(0.0)
-    noisy = flow + 0.1 * torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(0))
-    assert 0.9 < explained_variance(lab, noisy) < 1.0
-    # speeds 1 and 2 px fall on bin centres 0, 1, 2 of three bins: one full bin per segment
-    s = segmentation_scores(lab, flow, 2, bins=3)
-    assert s["entropy"] == pytest.approx(0.0, abs=1e-6) and s["affine"] < 1e-3
-    one = segmentation_scores(torch.zeros(6, 8, dtype=torch.int64), flow, 1, bins=3)
-    assert one["entropy"] == pytest.approx(math.log(2), abs=1e-5)  # two equal speeds
-
-
-@pytest.mark.parametrize("call", [
-    lambda: one_hot(torch.tensor([[0, 3]]), 3),                  # label out of range
-    lambda: one_hot(torch.tensor([[0.0, 1.0]]), 2),              # not int64
-    lambda: speed_bands(torch.zeros(3, 4, 4), 2),                # not (2, H, W)
-    lambda: speed_bands(torch.full((2, 4, 4), float("nan")), 2), # NaN flow
-    lambda: speed_bands(torch.zeros(2, 4, 4), 0),                # no bands
-    lambda: stripes(4, 3, 5),                                    # more stripes than columns
-    lambda: explained_variance(torch.zeros(4, 5, dtype=torch.int64), torch.zeros(2, 4, 4)),
-    lambda: segmentation_scores(torch.zeros(4, 4, dtype=torch.int64), torch.zeros(2, 4, 4), 1,
-                                bins=1),
-])
-def test_bad_input_raises_value_error(call):
-    with pytest.raises(ValueError):
-        call()

@@ -1,5 +1,10 @@
 """Widget builders of the notebooks, one module per notebook; each returns the widget and its parts.
 
+Controls and pictures only: the numbers an explorer shows are computed by :mod:`s3lib.analysis`
+(or the modules it calls), and every explorer derives from one base class,
+:class:`s3lib.widgets._controls.Explorer` (observers that redraw, several controls set with one
+redraw, ``show(...)`` returning the summary line).
+
 The callbacks are plain methods, so pytest can set a control's value and check what the
 observer updated, and a notebook cell after the widget can call the same method at fixed values
 (its output is then checked by nbval). The widgets are also driven in a real browser by

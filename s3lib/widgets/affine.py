@@ -2,7 +2,8 @@
 
 One synthetic flow field is segmented by gradient descent on free mask logits with the affine
 motion loss; the reader picks the number of segments, the robust function and the noise, and
-sees the segments found, the loss curve and the matched mIoU against the true regions.
+sees the segments found, the loss curve and the matched mIoU against the true regions (the run
+is :func:`s3lib.analysis.run_free_masks`).
 """
 
 from __future__ import annotations
@@ -11,28 +12,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._controls import QuietControls
-from ..data.synthetic import add_flow_noise, piecewise_affine_flow
-from ..freemask import FreeMaskResult, segment_flow
-from ..losses import affine_motion_loss
-
-
-def run_free_masks(size: int, num_segments: int, robust: str, noise: float, steps: int,
-                   seed: int = 0, stride: int = 1, restarts: int = 1
-                   ) -> tuple[FreeMaskResult, torch.Tensor]:
-    """Segment the scene ``piecewise_affine_flow(size, 3, seed)`` (with ``noise`` px of
-    estimated-flow-like noise) into ``num_segments`` with the affine loss; returns the result
-    and the true labels."""
-    scene = piecewise_affine_flow(size, 3, seed=seed)
-    flow = add_flow_noise(scene.flow, noise, seed=seed)
-    result = segment_flow(flow, num_segments, lambda m, f: affine_motion_loss(m, f, robust=robust),
-                          steps=steps, labels=scene.labels, record_every=max(steps // 30, 1),
-                          stride=stride, restarts=restarts)
-    return result, scene.labels
+from ._controls import Explorer
+from ..analysis import run_free_masks
+from ..freemask import FreeMaskResult
 
 
 @dataclass
-class FreeMaskExplorer(QuietControls):
+class FreeMaskExplorer(Explorer):
     """Controls ``segments`` (IntSlider), ``robust`` (Dropdown), ``noise`` (FloatSlider);
     ``image`` (masks, truth and loss curve), ``info`` (Label), ``widget`` (everything)."""
 
@@ -58,13 +44,7 @@ class FreeMaskExplorer(QuietControls):
                                  description="robust")
         self.noise = w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.1, description="noise (px)",
                                    continuous_update=False, style=style)
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.info = w.Label()
-        for control in (self.segments, self.robust, self.noise):
-            control.observe(self._on_change, names="value")
-        self.widget = w.VBox([w.HBox([self.segments, self.robust, self.noise]), self.image,
-                              self.info])
-        self.update()
+        self._assemble((self.segments, self.robust, self.noise))
 
     def update(self) -> str:
         """Run (or reuse) the optimisation for the current controls and redraw."""

@@ -8,11 +8,12 @@ fitted by weighted least squares, recombined by the masks) and, for the chosen s
 residual ``|f_u - A_l phi_u|`` of its affine motion at every pixel (inside the segment's outline
 it is what the loss pays; outside it shows where that motion would be wrong).
 
-The numbers under the picture (:func:`frame_scores`) are the frame's matched mIoU (hard segments,
-argmax, against the faces and the background), the share of the pixels the segment wins, and its
-mask-weighted mean residual in pixels, the cost by which :func:`s3lib.train.reseed_dead_segments`
-finds the worst-fitting segment. Every fit uses the ridge of the training loss (``eps``, by
-default :data:`s3lib.motion.DEFAULT_EPS`; notebook 04, section 5.5).
+The numbers under the picture (:func:`s3lib.analysis.frame_scores`) are the frame's matched mIoU
+(hard segments, argmax, against the faces and the background), the share of the pixels the
+segment wins, and its mask-weighted mean residual in pixels, the cost by which
+:func:`s3lib.train.reseed_dead_segments` finds the worst-fitting segment. Every fit uses the
+ridge of the training loss (``eps``, by default :data:`s3lib.motion.DEFAULT_EPS`; notebook 04,
+section 5.5).
 """
 
 from __future__ import annotations
@@ -22,65 +23,13 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import motion
-from ._controls import QuietControls
+from ._controls import Explorer
+from ..analysis import CubeScores, frame_scores
 from ..data.cube import NUM_FACES
 from ..data.pairs import FlowPairs
 from ..losses import affine_reconstruction, fit_affine
-from ..metrics import matched_miou
 from ..models import predict_masks
 from ..motion import DEFAULT_EPS
-
-
-@dataclass
-class CubeScores:
-    """What the explorer reports for one frame and segment (see :func:`frame_scores`)."""
-
-    frame: int
-    segment: int
-    miou: float
-    share: float
-    residual: float
-
-    def summary(self) -> str:
-        """``frame F, segment L: frame mIoU ..., segment share ...%, mean residual ... px``."""
-        return (f"frame {self.frame}, segment {self.segment}: frame mIoU {self.miou:.3f}, "
-                f"segment share {self.share:.1%}, mean residual {self.residual:.3f} px")
-
-
-@torch.no_grad()
-def segment_residuals(flow: torch.Tensor, masks: torch.Tensor,
-                      eps: float = DEFAULT_EPS) -> torch.Tensor:
-    """``|f_u - A_l phi_u|`` of every segment's affine motion at every pixel: ``(L, H, W)``.
-
-    ``flow (2, H, W)`` pixels, ``masks (L, H, W)`` soft segments; ``A_l`` is
-    :func:`s3lib.losses.fit_affine` of the masks with the ridge ``eps`` (the training loss's fit).
-    """
-    num, h, w = masks.shape
-    params = fit_affine(flow[None], masks[None], eps)
-    return torch.sqrt(motion.squared_residuals(params, flow[None])[0]).reshape(num, h, w)
-
-
-@torch.no_grad()
-def frame_scores(flow: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, segment: int,
-                 frame: int = 0, eps: float = DEFAULT_EPS) -> CubeScores:
-    """Scores of one frame: ``flow (2, H, W)``, ``labels (H, W)`` int64 (0 background, 1..6
-    faces), ``masks (L, H, W)`` soft segments, ``segment`` in ``0..L-1``.
-
-    - ``miou``: :func:`s3lib.metrics.matched_miou` of ``masks.argmax(0)`` against ``labels``;
-    - ``share``: fraction of the pixels where ``segment`` has the largest mask;
-    - ``residual``: ``sum_u m_lu |f_u - A_l phi_u| / sum_u m_lu`` (pixels), the segment's
-      mask-weighted mean residual (as :func:`s3lib.train.segment_costs` computes it; ``eps``:
-      the fit's ridge).
-    """
-    num = masks.shape[0]
-    if not isinstance(segment, int) or isinstance(segment, bool) or not 0 <= segment < num:
-        raise ValueError(f"segment: expected an int in 0..{num - 1}, got {segment!r}")
-    hard = masks.argmax(0)
-    rho = segment_residuals(flow, masks, eps)[segment]
-    m = masks[segment]
-    return CubeScores(frame=frame, segment=segment, miou=matched_miou(hard, labels),
-                      share=float((hard == segment).float().mean()),
-                      residual=float((m * rho).sum() / m.sum().clamp_min(1e-6)))
 
 
 def render_cube_frame(image: torch.Tensor, flow: torch.Tensor, labels: torch.Tensor,
@@ -95,7 +44,9 @@ def render_cube_frame(image: torch.Tensor, flow: torch.Tensor, labels: torch.Ten
     from ..viz import colorize_labels, colorize_masks, figure_to_png, show_flow, show_image
 
     recon = affine_reconstruction(flow[None], masks[None], eps)[0]
-    rho = segment_residuals(flow, masks, eps)[segment]
+    with torch.no_grad():
+        params = fit_affine(flow[None], masks[None], eps)  # (1, L, 2, 3)
+        rho = motion.segment_residuals(params, flow[None])[0, segment]  # (H, W) px
     outline = (masks.argmax(0) == segment).numpy().astype(float)
     fig, axes = plt.subplots(1, 6, figsize=(14.5, 2.75),
                              gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.25], "wspace": 0.08,
@@ -120,11 +71,11 @@ def render_cube_frame(image: torch.Tensor, flow: torch.Tensor, labels: torch.Ten
 
 
 @dataclass
-class CubeExplorer(QuietControls):
+class CubeExplorer(Explorer):
     """Controls ``frame`` and ``segment`` (IntSliders); ``image`` (the picture), ``info``
-    (Label: :meth:`CubeScores.summary`), ``widget`` (everything). ``masks (N, L, H, W)``: the
-    network's soft segments of every pair, computed once; ``eps``: the ridge of the affine fits;
-    ``last``: the scores shown."""
+    (Label: :meth:`s3lib.analysis.CubeScores.summary`), ``widget`` (everything).
+    ``masks (N, L, H, W)``: the network's soft segments of every pair, computed once; ``eps``:
+    the ridge of the affine fits; ``last``: the scores shown."""
 
     pairs: FlowPairs
     masks: torch.Tensor
@@ -146,12 +97,7 @@ class CubeExplorer(QuietControls):
                                  continuous_update=False)
         self.segment = w.IntSlider(value=0, min=0, max=self.masks.shape[1] - 1,
                                    description="segment", continuous_update=False)
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.info = w.Label()
-        for control in (self.frame, self.segment):
-            control.observe(self._on_change, names="value")
-        self.widget = w.VBox([w.HBox([self.frame, self.segment]), self.image, self.info])
-        self.update()
+        self._assemble((self.frame, self.segment))
 
     def update(self) -> str:
         """Score and draw (or reuse) the current frame and segment."""
@@ -200,5 +146,4 @@ def cube_explorer(model: torch.nn.Module, pairs: FlowPairs, frame: int = 0,
     return explorer
 
 
-__all__ = ["CubeExplorer", "CubeScores", "cube_explorer", "frame_scores", "render_cube_frame",
-           "segment_residuals"]
+__all__ = ["CubeExplorer", "cube_explorer", "render_cube_frame"]

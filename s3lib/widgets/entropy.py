@@ -1,16 +1,10 @@
 """The entropy explorer of ``notebooks/03_entropy_motion_loss.ipynb``: histogram bins and noise.
 
 One synthetic flow field with known regions (:func:`s3lib.data.synthetic.piecewise_affine_flow`,
-corrupted by :func:`s3lib.data.synthetic.add_flow_noise`); for three segmentations of it, the
-per-segment soft histograms of the speed ``|f|`` and the low-entropy motion loss
-(:func:`s3lib.losses.entropy_motion_loss`):
-
-- ``true``: the regions themselves (one-hot masks);
-- ``mixed``: each segment takes half of two regions (``m_l = 0.5 [y = l] + 0.5 [y = l + 1 mod L]``),
-  so every segment straddles two motions;
-- ``uniform``: every pixel shared equally by all segments (``m_l = 1 / L``), so each segment's
-  histogram is the histogram of the whole image: the loss is then the entropy of the speed
-  itself, the largest value any segmentation can reach.
+corrupted by :func:`s3lib.data.synthetic.add_flow_noise`); for three segmentations of it
+(``true``, ``mixed``, ``uniform``: :func:`s3lib.analysis.comparison_masks`), the per-segment soft
+histograms of the speed ``|f|`` and the low-entropy motion loss
+(:func:`s3lib.losses.entropy_motion_loss`), computed by :func:`s3lib.analysis.speed_entropies`.
 """
 
 from __future__ import annotations
@@ -21,34 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._controls import Explorer
+from ..analysis import MASK_KINDS, comparison_masks, speed_entropies
 from ..data.synthetic import add_flow_noise, piecewise_affine_flow
-from ..losses import entropy_motion_loss, histogram_entropy, speed_histograms
-
-MASK_KINDS = ("true", "mixed", "uniform")
-"""The three segmentations the explorer compares, in display order."""
 
 MAX_BINS = 64
 MAX_NOISE = 1.0
-
-
-def comparison_masks(labels: torch.Tensor, dtype: torch.dtype = torch.float32,
-                     num: int | None = None) -> dict[str, torch.Tensor]:
-    """The ``true``, ``mixed`` and ``uniform`` soft segments of a label map ``(H, W)``.
-
-    Returns a dict of masks ``(1, L, H, W)`` with ``L = num`` (default: the largest label + 1,
-    at least 2), each summing to 1 over ``L`` at every pixel (see the module docstring).
-    """
-    if labels.ndim != 2 or labels.dtype != torch.int64:
-        raise ValueError(f"labels: expected an (H, W) int64 label map, got {labels.dtype} "
-                         f"{tuple(labels.shape)}")
-    num = int(labels.max()) + 1 if num is None else num
-    if num < 2 or int(labels.min()) < 0 or int(labels.max()) >= num:
-        raise ValueError(f"labels: expected labels in 0..L-1 with L = {num} >= 2, got "
-                         f"{labels.unique().tolist()}")
-    true = torch.nn.functional.one_hot(labels, num).permute(2, 0, 1)[None].to(dtype)
-    mixed = 0.5 * true + 0.5 * torch.roll(true, shifts=-1, dims=1)  # m_l: half of l, half of l+1
-    uniform = torch.full_like(true, 1.0 / num)
-    return {"true": true, "mixed": mixed, "uniform": uniform}
 
 
 @dataclass
@@ -108,14 +80,14 @@ def render_entropy_view(flow: torch.Tensor, labels: torch.Tensor, bins: int, noi
     f = flow[None]
     speed = torch.sqrt(f.pow(2).sum(1) + 1e-12)
     n = speed.numel()
-    losses, entropies, shares = {}, {}, {}
-    for kind, m in masks.items():
-        losses[kind] = float(entropy_motion_loss(m, f, bins=bins))
-        hist, top = speed_histograms(m, f, bins)  # exactly the loss's histograms
-        hist = hist[0].double()  # (L, bins)
-        entropies[kind] = [float(v) for v in histogram_entropy(hist)]
-        p = hist / hist.sum(-1, keepdim=True).clamp_min(1e-12)
-        shares[kind] = (hist / n).numpy() if segment is None else p[segment].numpy()
+    scores = speed_entropies(masks, flow, bins)
+    losses = {kind: s.loss for kind, s in scores.items()}
+    entropies = {kind: s.entropies for kind, s in scores.items()}
+    shares = {}
+    for kind, s in scores.items():
+        p = s.hist / s.hist.sum(-1, keepdim=True).clamp_min(1e-12)
+        shares[kind] = (s.hist / n).numpy() if segment is None else p[segment].numpy()
+    top = scores["true"].top  # the image's largest speed: one range for every mask set
     centres = np.linspace(0.0, float(top), bins)
     width = centres[1] - centres[0]
     edges = np.concatenate([centres - width / 2, centres[-1:] + width / 2])
@@ -156,12 +128,12 @@ def render_entropy_view(flow: torch.Tensor, labels: torch.Tensor, bins: int, noi
 
 
 @dataclass
-class EntropyExplorer:
+class EntropyExplorer(Explorer):
     """Sliders over the number of bins and the flow noise, a segment choice, picture and numbers.
 
     The flow is ``add_flow_noise(piecewise_affine_flow(size, num_regions, seed, max_motion,
     deformation=deformation).flow, noise, seed=seed)`` and the masks are those of
-    :func:`comparison_masks` for its labels.
+    :func:`s3lib.analysis.comparison_masks` for its labels.
 
     Parts: ``bins`` (IntSlider), ``noise`` (FloatSlider, px), ``segment`` (Dropdown: all
     segments stacked, or one segment's normalised histogram), ``image`` (Image, the PNG of
@@ -186,7 +158,6 @@ class EntropyExplorer:
     _clean: torch.Tensor = field(init=False, repr=False)
     _flows: dict = field(init=False, default_factory=dict, repr=False)
     _cache: dict = field(init=False, default_factory=dict, repr=False)
-    _quiet: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
         import ipywidgets as w
@@ -204,13 +175,7 @@ class EntropyExplorer:
         self.segment = w.Dropdown(options=[("all (stacked)", -1)]
                                   + [(str(l), l) for l in range(self.num_regions)],
                                   value=-1, description="segment", style=style)
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.info = w.Label()
-        for control in (self.bins, self.noise, self.segment):
-            control.observe(self._on_change, names="value")
-        self.widget = w.VBox([w.HBox([self.bins, self.noise, self.segment]), self.image,
-                              self.info])
-        self.update()
+        self._assemble((self.bins, self.noise, self.segment))
 
     def flow(self, noise: float) -> torch.Tensor:
         """The explorer's flow ``(2, H, W)`` at a noise level (px), cached."""
@@ -218,10 +183,6 @@ class EntropyExplorer:
         if key not in self._flows:
             self._flows[key] = add_flow_noise(self._clean, key, seed=self.seed)
         return self._flows[key]
-
-    def _on_change(self, change) -> None:
-        if not self._quiet:
-            self.update()
 
     def update(self) -> EntropyView:
         """Redraw for the current control values; returns what is shown."""
@@ -250,18 +211,10 @@ class EntropyExplorer:
         if segment is not None and segment not in [v for _, v in self.segment.options]:
             raise ValueError(f"segment: expected -1 (all) or 0..{self.num_regions - 1}, "
                              f"got {segment!r}")
-        self._quiet = True  # one redraw for the changes
-        try:
-            if bins is not None:
-                self.bins.value = int(bins)
-            if noise is not None:
-                self.noise.value = float(noise)
-            if segment is not None:
-                self.segment.value = segment
-        finally:
-            self._quiet = False
-        self.update()
-        return self.info.value
+        moves = [(self.bins, None if bins is None else int(bins)),
+                 (self.noise, None if noise is None else float(noise)),
+                 (self.segment, segment)]
+        return self._set_controls(*[(c, v) for c, v in moves if v is not None])
 
 
 def _check_bins(bins) -> None:
@@ -303,5 +256,4 @@ def entropy_explorer(size: int = 64, num_regions: int = 3, seed: int = 0,
                            initial_bins=int(bins), initial_noise=float(noise))
 
 
-__all__ = ["EntropyExplorer", "EntropyView", "MASK_KINDS", "comparison_masks", "entropy_explorer",
-           "render_entropy_view"]
+__all__ = ["EntropyExplorer", "EntropyView", "entropy_explorer", "render_entropy_view"]

@@ -3,81 +3,21 @@
 A flow field has two regions, left and right of a vertical boundary, each with its own affine
 motion. The reader moves a *proposed* boundary (and its softness, and the noise) and sees the
 log-likelihood of the segmentation with the motion parameters maximised out (eq. 2) and
-integrated out (eq. 1), for every boundary position at once.
+integrated out (eq. 1), for every boundary position at once. The flow, the masks and the scores
+are :func:`s3lib.analysis.two_motion_flow`, :func:`s3lib.analysis.boundary_masks` and
+:func:`s3lib.analysis.scan_boundaries`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-
-from ._controls import QuietControls
-from ..grouping import homogeneous_coordinates, log_evidence, max_log_likelihood
-
-
-def two_motion_flow(size: int = 48, boundary: int = 28, noise: float = 0.0, seed: int = 0
-                    ) -> torch.Tensor:
-    """``(2, size, size)`` float64 flow: left of column ``boundary`` a rotation plus a
-    translation to the right, right of it a zoom plus a translation up; Gaussian noise of std
-    ``noise`` px (seeded)."""
-    if not 0 < boundary < size:
-        raise ValueError(f"boundary: expected 0 < boundary < size={size}, got {boundary}")
-    phi = homogeneous_coordinates(size, size, dtype=torch.float64)
-    left = torch.tensor([[0.0, -1.0, 1.5], [1.0, 0.0, 0.0]], dtype=torch.float64)
-    right = torch.tensor([[1.2, 0.0, 0.0], [0.0, 1.2, -1.5]], dtype=torch.float64)
-    flow = torch.where(torch.arange(size) < boundary, torch.einsum("ck,khw->chw", left, phi),
-                       torch.einsum("ck,khw->chw", right, phi))
-    if noise > 0:
-        gen = torch.Generator().manual_seed(seed)
-        flow = flow + noise * torch.randn(flow.shape, generator=gen, dtype=torch.float64)
-    return flow
-
-
-def boundary_masks(size: int, positions, softness: float) -> torch.Tensor:
-    """Two-segment masks ``(P, 2, size, size)`` split at each column in ``positions``.
-
-    ``softness`` (pixels) is the width of the sigmoid ramp between the segments; 0 gives hard
-    masks.
-    """
-    x = torch.arange(size, dtype=torch.float64) + 0.5
-    pos = torch.as_tensor(positions, dtype=torch.float64).reshape(-1, 1)
-    if softness > 0:
-        right = torch.sigmoid((x - pos) / softness)
-    else:
-        right = (x > pos).to(torch.float64)
-    right = right[:, None, :].expand(-1, size, -1)
-    return torch.stack([1 - right, right], 1)
+from ._controls import Explorer
+from ..analysis import BoundaryScan, boundary_masks, scan_boundaries, two_motion_flow
 
 
 @dataclass
-class BoundaryScan:
-    """Log-likelihoods (nats per pixel) of the two-segment split at every column."""
-
-    positions: np.ndarray
-    max_loglik: np.ndarray
-    evidence: np.ndarray
-
-
-def scan_boundaries(flow: torch.Tensor, softness: float, sigma: float = 0.5,
-                    prior_std: float = 5.0) -> BoundaryScan:
-    """Score the split at every column 1..W-1 with eq. (2) (Gaussian, max) and eq. (1) (evidence).
-
-    Returns per-pixel values so that images of any size compare.
-    """
-    size = flow.shape[-1]
-    positions = np.arange(1, size)
-    masks = boundary_masks(size, positions, softness)
-    flows = flow[None].expand(len(positions), -1, -1, -1)
-    n = size * size
-    return BoundaryScan(positions,
-                        (max_log_likelihood(masks, flows, scale=sigma) / n).numpy(),
-                        (log_evidence(masks, flows, sigma=sigma, prior_std=prior_std) / n).numpy())
-
-
-@dataclass
-class BoundaryExplorer(QuietControls):
+class BoundaryExplorer(Explorer):
     """Controls ``boundary``, ``softness``, ``noise`` (sliders); ``image`` (the picture),
     ``info`` (a Label with the two log-likelihoods), ``widget`` (everything)."""
 
@@ -105,13 +45,7 @@ class BoundaryExplorer(QuietControls):
                                       style=style)
         self.noise = w.FloatSlider(value=0.3, min=0.0, max=2.0, step=0.1,
                                    description="noise (px)", continuous_update=False, style=style)
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.info = w.Label()
-        for control in (self.boundary, self.softness, self.noise):
-            control.observe(self._on_change, names="value")
-        self.widget = w.VBox([w.HBox([self.boundary, self.softness, self.noise]), self.image,
-                              self.info])
-        self.update()
+        self._assemble((self.boundary, self.softness, self.noise))
 
     def update(self) -> str:
         """Rescore (when noise or softness changed) and redraw; returns the summary line."""

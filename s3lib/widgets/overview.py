@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..flow import estimate_flow, max_magnitude, warp_error
+from ._controls import Explorer
+from ..analysis import flow_pair_scores
+from ..flow import estimate_flow
 
 
 @dataclass
 class FlowPairView:
-    """What the flow explorer shows for one frame pair (see :func:`render_flow_pair`)."""
+    """What the flow explorer shows for one frame pair (see :func:`render_flow_pair`; the numbers
+    are :func:`s3lib.analysis.flow_pair_scores`)."""
 
     png: bytes
     mean_magnitude: float
@@ -50,21 +53,17 @@ def render_flow_pair(frames: np.ndarray, t: int, gap: int = 1, method: str = "di
     f0, f1 = frames[t], frames[t + gap]
     if flow is None:
         flow = estimate_flow(f0, f1, method=method)
-    mag = np.hypot(flow[..., 0], flow[..., 1])
     fig, axes = plt.subplots(1, 3, figsize=(11, 2.9), layout="constrained")
     show_image(axes[0], f0, f"frame {t}")
     show_image(axes[1], f1, f"frame {t + gap}")
     show_flow(axes[2], flow, f"{method.upper() if method == 'dis' else method} flow {t} -> {t + gap}")
     if credit:
         fig.supxlabel(credit, fontsize=8)
-    return FlowPairView(png=figure_to_png(fig), mean_magnitude=float(mag.mean()),
-                        max_magnitude=max_magnitude(flow),
-                        error_no_motion=warp_error(f0, f1, np.zeros_like(flow)),
-                        error_warped=warp_error(f0, f1, flow))
+    return FlowPairView(png=figure_to_png(fig), **flow_pair_scores(f0, f1, flow))
 
 
 @dataclass
-class FlowExplorer:
+class FlowExplorer(Explorer):
     """Sliders over frame pairs and frame gap, a flow-method toggle, the picture and its numbers.
 
     Parts: ``pair`` (IntSlider, first frame index), ``gap`` (IntSlider, frames between the two;
@@ -85,7 +84,6 @@ class FlowExplorer:
     widget: object = field(init=False)
     last: FlowPairView | None = field(init=False, default=None)
     _cache: dict = field(init=False, default_factory=dict, repr=False)
-    _quiet: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
         import ipywidgets as w
@@ -98,18 +96,11 @@ class FlowExplorer:
                                 description="first frame", continuous_update=False, style=style)
         self.method = w.ToggleButtons(options=[("DIS", "dis"), ("Farneback", "farneback")],
                                       value="dis", description="flow")
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.info = w.Label()
-        for control in (self.pair, self.gap, self.method):
-            control.observe(self._on_change, names="value")
-        self.widget = w.VBox([w.HBox([self.pair, self.gap]), self.method, self.image, self.info])
-        self.update()
+        self._assemble((self.pair, self.gap), (self.method,))
 
-    def _on_change(self, change) -> None:
+    def _constrain(self, change) -> None:
         if change["owner"] is self.gap:  # keep t + gap inside the clip
             self.pair.max = len(self.frames) - 1 - self.gap.value
-        if not self._quiet:
-            self.update()
 
     def update(self) -> FlowPairView:
         """Redraw for the current control values; returns what is shown."""
@@ -123,15 +114,8 @@ class FlowExplorer:
 
     def show(self, t: int, gap: int = 1, method: str = "dis") -> str:
         """Set the controls (as a reader would) and return the summary line they produce."""
-        self._quiet = True  # one redraw for the three changes
-        try:
-            self.method.value = method
-            self.gap.value = gap
-            self.pair.value = t
-        finally:
-            self._quiet = False
-        self.update()
-        return self.info.value
+        # the gap before the first frame: it moves the first frame's maximum; one redraw
+        return self._set_controls((self.method, method), (self.gap, gap), (self.pair, t))
 
 
 def flow_explorer(frames: np.ndarray, gap: int = 1, credit: str | None = None) -> FlowExplorer:

@@ -7,13 +7,9 @@ for a chosen frame and segment, the frame with the segment highlighted, all the 
 flow (DIS on Big Buck Bunny, ground truth on MPI-Sintel), the segment's fitted flow
 ``A_l phi_u`` on the same colour scale, and the residual ``|f_u - A_l phi_u|`` inside it.
 
-The numbers (:func:`fit_segments`), for segment ``l`` of a frame:
-
-- ``share``: ``pi_l = mean_u m_lu``, the segment's (soft) share of the pixels;
-- ``mean_residual``: ``sum_u m_lu |f_u - A_l phi_u| / sum_u m_lu`` in pixels, the mask-weighted
-  mean length of the residual vector (what ``s3lib.train.segment_costs`` reports per segment);
-- ``mean_speed``: ``sum_u m_lu |f_u| / sum_u m_lu``, the mask-weighted mean speed, so the
-  residual can be read against the motion it has to explain.
+The numbers are those of :func:`s3lib.analysis.fit_segments` for segment ``l`` of a frame:
+its share of the pixels, its mask-weighted mean residual and mean speed (see
+:class:`s3lib.analysis.SegmentFits`).
 """
 
 from __future__ import annotations
@@ -23,59 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import motion
-from ._controls import QuietControls
+from ._controls import Explorer
+from ..analysis import SegmentFits, fit_segments
 from ..data.pairs import FlowPairs
-from ..grouping import predict
-from ..losses import fit_affine
-
-
-@dataclass
-class SegmentFits:
-    """Per-segment affine fits of ``N`` frames (see :func:`fit_segments`).
-
-    ``params (N, L, 2, 3)``: ``A_l`` per frame; ``fitted (N, L, 2, H, W)``: ``A_l phi_u`` at
-    every pixel (pixels); ``residual (N, L, H, W)``: ``|f_u - A_l phi_u|`` (pixels);
-    ``share``, ``mean_residual``, ``mean_speed``: ``(N, L)`` (module docstring).
-    """
-
-    params: torch.Tensor
-    fitted: torch.Tensor
-    residual: torch.Tensor
-    share: torch.Tensor
-    mean_residual: torch.Tensor
-    mean_speed: torch.Tensor
-
-
-@torch.no_grad()
-def fit_segments(flows: torch.Tensor, masks: torch.Tensor) -> SegmentFits:
-    """Fit each segment's affine motion and measure how well it explains the flow.
-
-    Args:
-        flows: ``(N, 2, H, W)`` forward flow in pixels.
-        masks: ``(N, L, H, W)`` soft segments (summing to 1 over ``L``).
-
-    Returns:
-        A :class:`SegmentFits` (float64 for the means, so they do not depend on summation
-        order in their last printed digits).
-    """
-    if flows.ndim != 4 or masks.ndim != 4 or flows.shape[1] != 2 \
-            or flows.shape[0] != masks.shape[0] or flows.shape[-2:] != masks.shape[-2:]:
-        raise ValueError(f"flows (N, 2, H, W) and masks (N, L, H, W) of one size expected, got "
-                         f"{tuple(flows.shape)} and {tuple(masks.shape)}")
-    flows, masks = flows.float(), masks.float()
-    h, w = flows.shape[-2:]
-    params = fit_affine(flows, masks)                                  # (N, L, 2, 3)
-    fitted = predict(params, h, w)                                     # (N, L, 2, H, W)
-    residual = torch.sqrt((flows[:, None] - fitted).pow(2).sum(2))  # (N, L, H, W)
-    m = masks.double()
-    mass = m.sum((2, 3))
-    weight = mass.clamp_min(1e-9)
-    speed = flows.double().pow(2).sum(1, keepdim=True).sqrt()          # (N, 1, H, W)
-    return SegmentFits(params=params, fitted=fitted, residual=residual,
-                       share=mass / (h * w),
-                       mean_residual=(m * residual.double()).sum((2, 3)) / weight,
-                       mean_speed=(m * speed).sum((2, 3)) / weight)
 
 
 @dataclass
@@ -105,7 +51,8 @@ def render_segment_view(image: torch.Tensor, flow: torch.Tensor, masks: torch.Te
 
     Args:
         image: ``(3, H, W)`` in [0, 1]. flow: ``(2, H, W)`` pixels. masks: ``(L, H, W)``.
-        fits: :func:`fit_segments` of the frames (``index`` selects this frame in it).
+        fits: :func:`s3lib.analysis.fit_segments` of the frames (``index`` selects this frame
+            in it).
         source: where the frame comes from (printed). credit: a line under the figure.
     """
     import matplotlib.pyplot as plt
@@ -157,12 +104,12 @@ def render_segment_view(image: torch.Tensor, flow: torch.Tensor, masks: torch.Te
 
 
 @dataclass
-class SegmentFitExplorer(QuietControls):
+class SegmentFitExplorer(Explorer):
     """Sliders ``frame`` (index into the pairs) and ``segment``; ``image`` (the picture of
     :func:`render_segment_view`), ``info`` (Label, :meth:`SegmentView.summary`), ``widget``.
 
     ``masks (N, L, H, W)`` are the network's soft segments of ``pairs.images`` and ``fits``
-    their :func:`fit_segments`, computed once when the explorer is built.
+    their :func:`s3lib.analysis.fit_segments`, computed once when the explorer is built.
     """
 
     pairs: FlowPairs
@@ -189,12 +136,7 @@ class SegmentFitExplorer(QuietControls):
         self.segment = w.IntSlider(value=self.initial_segment, min=0,
                                    max=self.masks.shape[1] - 1, description="segment",
                                    continuous_update=False, style=style)
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.info = w.Label()
-        for control in (self.frame, self.segment):
-            control.observe(self._on_change, names="value")
-        self.widget = w.VBox([w.HBox([self.frame, self.segment]), self.image, self.info])
-        self.update()
+        self._assemble((self.frame, self.segment))
 
     @property
     def num_frames(self) -> int:
@@ -271,5 +213,4 @@ def segment_fit_explorer(model, pairs: FlowPairs, frame: int = 0, segment: int =
                               initial_segment=int(segment), credit=credit)
 
 
-__all__ = ["SegmentFitExplorer", "SegmentFits", "SegmentView", "fit_segments",
-           "render_segment_view", "segment_fit_explorer"]
+__all__ = ["SegmentFitExplorer", "SegmentView", "render_segment_view", "segment_fit_explorer"]

@@ -2,11 +2,11 @@
 
 For one frame of a prepare-video cache (:mod:`s3lib.data.video`) and its cached forward flow,
 the explorer shows the hard segments (argmax) of trained networks next to a reference that
-*knows the flow*, ``segments`` equal-count **speed bands** (:func:`speed_bands`), and below each
-segmentation its per-segment speed histograms with ``bins`` bins, stacked, as the entropy loss
-builds them (:func:`s3lib.losses.speed_histograms`). The line under the picture scores every
-segmentation, plus one segment for the whole frame, with both motion losses
-(:func:`segmentation_scores`).
+*knows the flow*, ``segments`` equal-count **speed bands** (:func:`s3lib.analysis.speed_bands`),
+and below each segmentation its per-segment speed histograms with ``bins`` bins, stacked, as the
+entropy loss builds them (:func:`s3lib.losses.speed_histograms`). The line under the picture
+scores every segmentation, plus one segment for the whole frame, with both motion losses
+(:func:`s3lib.analysis.segmentation_scores`).
 
 Why speed bands: for any hard segmentation ``S``, ``H(V | S) = H(V) - I(V; S) >= H(V) - H(S)
 >= H(V) - log L``, and equal-count bands of the speed reach ``H(S) = log L`` with ``S`` a
@@ -14,9 +14,9 @@ function of the speed, so they come close to the lowest entropy loss any ``L`` h
 that frame can have. A network sees only the image, never the flow; the bands show how far the
 loss could go, and that it keeps falling as ``L`` grows whether or not the bands are objects.
 
-The scoring helpers (:func:`one_hot`, :func:`speed_bands`, :func:`stripes`,
-:func:`segmentation_scores`, :func:`explained_variance`) are also what the notebook's held-out
-comparison uses, so the widget's numbers and the table's are computed the same way.
+The scores (:func:`s3lib.analysis.speed_bands`, :func:`s3lib.analysis.segmentation_scores`,
+:func:`s3lib.analysis.segment_speed_shares`) are also what the notebook's held-out comparison
+uses, so the widget's numbers and the table's are computed the same way.
 """
 
 from __future__ import annotations
@@ -29,104 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._controls import QuietControls
+from ._controls import Explorer
+from ..analysis import check_flow, segment_speed_shares, segmentation_scores, speed_bands
 from ..data.video import VideoCache, load_cache, split_pairs
-from ..losses import affine_motion_loss, entropy_motion_loss, speed_histograms
 
 MAX_BINS = 64
 MAX_SEGMENTS = 10
 BANDS = "speed bands"
 ONE = "one segment"
-
-
-# ----------------------------------------------------------------------------- scoring
-def one_hot(labels: torch.Tensor, num: int) -> torch.Tensor:
-    """Hard segments as masks: label map ``(H, W)`` (or ``(B, H, W)``) int64 in ``0..num-1``
-    -> ``(B, num, H, W)`` float32 one-hot masks (B = 1 for a single map)."""
-    if labels.dtype != torch.int64 or labels.ndim not in (2, 3):
-        raise ValueError(f"labels: expected an (H, W) or (B, H, W) int64 map, got {labels.dtype} "
-                         f"{tuple(labels.shape)}")
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"num: expected an int >= 1, got {num!r}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num):
-        raise ValueError(f"labels: expected values in 0..{num - 1}, got "
-                         f"{int(labels.min())}..{int(labels.max())}")
-    lab = labels[None] if labels.ndim == 2 else labels
-    return torch.nn.functional.one_hot(lab, num).permute(0, 3, 1, 2).float()
-
-
-def _check_flow(flow: torch.Tensor) -> torch.Tensor:
-    if not isinstance(flow, torch.Tensor) or flow.ndim != 3 or flow.shape[0] != 2:
-        raise ValueError(f"flow: expected a (2, H, W) tensor, got "
-                         f"{tuple(flow.shape) if hasattr(flow, 'shape') else type(flow).__name__}")
-    if not torch.isfinite(flow).all():
-        raise ValueError("flow: contains NaN or inf")
-    return flow.float()
-
-
-def speed_bands(flow: torch.Tensor, num: int) -> torch.Tensor:
-    """``num`` equal-count bands of the speed ``|f|``: label map ``(H, W)`` int64, band 0 the
-    slowest. Thresholds are the speed's ``k / num`` quantiles (ties may leave a band empty)."""
-    flow = _check_flow(flow)
-    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
-        raise ValueError(f"num: expected an int >= 1, got {num!r}")
-    speed = flow.norm(dim=0)
-    if num == 1:
-        return torch.zeros(speed.shape, dtype=torch.int64)
-    q = torch.quantile(speed.flatten().double(), torch.arange(1, num, dtype=torch.float64) / num)
-    return torch.bucketize(speed.double(), q, right=True).clamp_max(num - 1)
-
-
-def stripes(height: int, width: int, num: int) -> torch.Tensor:
-    """A fixed partition that ignores the picture: ``num`` vertical stripes of (nearly) equal
-    width, label map ``(height, width)`` int64 (stripe 0 on the left)."""
-    if min(height, width) < 1 or not isinstance(num, int) or not 1 <= num <= width:
-        raise ValueError(f"expected height, width >= 1 and 1 <= num <= width, got {height}, "
-                         f"{width}, {num!r}")
-    cols = torch.arange(width) * num // width
-    return cols.expand(height, width).clone()
-
-
-def explained_variance(labels: torch.Tensor, flow: torch.Tensor) -> float:
-    """Share of the flow's variance explained by the segments' mean flow vectors (R^2 of a
-    piecewise-constant flow): ``1 - sum_u |f_u - mean_{S(u)}|^2 / sum_u |f_u - mean|^2``.
-
-    Neither motion loss optimises it (the entropy loss sees speeds only, the affine loss fits
-    an affine motion per segment), so it is a neutral score of how well the segments follow
-    the motion: 0 for one segment, 1 when every segment moves as one translation."""
-    flow = _check_flow(flow).double()
-    if labels.shape != flow.shape[1:] or labels.dtype != torch.int64:
-        raise ValueError(f"labels: expected an int64 map of shape {tuple(flow.shape[1:])}, got "
-                         f"{labels.dtype} {tuple(labels.shape)}")
-    f = flow.reshape(2, -1)
-    lab = labels.flatten()
-    num = int(lab.max()) + 1
-    sums = torch.zeros(2, num, dtype=torch.float64).index_add_(1, lab, f)
-    counts = torch.bincount(lab, minlength=num).clamp_min(1).double()
-    resid = (f - (sums / counts)[:, lab]).pow(2).sum()
-    total = (f - f.mean(1, keepdim=True)).pow(2).sum()
-    return float(1 - resid / total) if float(total) > 0 else 0.0
-
-
-def segmentation_scores(labels: torch.Tensor, flow: torch.Tensor, num: int,
-                        bins: int = 32) -> dict[str, float]:
-    """Score a hard segmentation ``labels (H, W)`` (``0..num-1``) of ``flow (2, H, W)``:
-
-    - ``entropy``: :func:`s3lib.losses.entropy_motion_loss` of its one-hot masks, ``bins`` bins
-      (nats; lower: each segment's speeds more peaked);
-    - ``affine``: :func:`s3lib.losses.affine_motion_loss` (Charbonnier, per segment; px;
-      lower: each segment closer to one affine motion);
-    - ``explained``: :func:`explained_variance` (higher is better).
-    """
-    flow = _check_flow(flow)
-    masks = one_hot(labels, num)
-    if masks.shape[-2:] != flow.shape[-2:]:
-        raise ValueError(f"labels {tuple(labels.shape)} and flow {tuple(flow.shape)} differ in "
-                         f"size")
-    f = flow[None]
-    return {"entropy": float(entropy_motion_loss(masks, f, bins=bins)),
-            "affine": float(affine_motion_loss(masks, f)),
-            "explained": explained_variance(labels, flow)}
 
 
 # ----------------------------------------------------------------------------- frames
@@ -207,14 +117,13 @@ def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
     entropy, affine, explained, speed_h = {}, {}, {}, None
     hists = {}
     if flow is not None:
-        flow = _check_flow(flow)
+        flow = check_flow(flow)
         columns.append((f"{segments} {BANDS}", speed_bands(flow, segments), segments))
         one = torch.zeros(flow.shape[1:], dtype=torch.int64)
         for name, lab, num in columns + [(ONE, one, 1)]:
             s = segmentation_scores(lab, flow, num, bins)
             entropy[name], affine[name], explained[name] = s["entropy"], s["affine"], s["explained"]
-            hist, top = speed_histograms(one_hot(lab, num), flow[None], bins)
-            hists[name] = (hist[0].double() / lab.numel()).numpy(), float(top[0])
+            hists[name] = segment_speed_shares(lab, flow, num, bins)
         speed_h = entropy[ONE]
     ncol = 3 + len(names)  # frame | flow | networks | speed bands
     fig, axes = plt.subplots(2, ncol, figsize=(2.55 * ncol, 3.7),
@@ -275,7 +184,7 @@ def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
 
 # ----------------------------------------------------------------------------- explorer
 @dataclass
-class VideoExplorer(QuietControls):
+class VideoExplorer(Explorer):
     """Sliders ``bins`` (histogram bins), ``segments`` (speed bands of the reference) and
     ``frame`` (any frame of the cache); ``image`` (Image), ``info`` (Label), ``widget`` (VBox).
 
@@ -314,13 +223,7 @@ class VideoExplorer(QuietControls):
         self.frame = w.IntSlider(value=self.initial_frame, min=0,
                                  max=len(self.cache.frames) - 1, description="frame",
                                  continuous_update=False, style=style)
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.info = w.Label()
-        for control in (self.bins, self.segments, self.frame):
-            control.observe(self._on_change, names="value")
-        self.widget = w.VBox([w.HBox([self.bins, self.segments, self.frame]), self.image,
-                              self.info])
-        self.update()
+        self._assemble((self.bins, self.segments, self.frame))
 
     def pair(self, t: int) -> tuple[np.ndarray, torch.Tensor | None]:
         """Frame ``t`` as ``(H, W, 3)`` uint8 and its cached forward flow ``(2, H, W)`` float32
@@ -425,6 +328,5 @@ def video_explorer(cache: str | os.PathLike | VideoCache, models: dict, bins: in
                          initial_segments=int(segments), initial_frame=int(frame))
 
 
-__all__ = ["VideoExplorer", "VideoFrameView", "explained_variance", "frame_status", "one_hot",
-           "render_video_frame", "segmentation_scores", "speed_bands", "stripes",
+__all__ = ["VideoExplorer", "VideoFrameView", "frame_status", "render_video_frame",
            "video_explorer"]
