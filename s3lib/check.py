@@ -9,7 +9,10 @@ and raises ``AssertionError`` when the value falls outside the tolerance. The to
 from measurement: the spread of the value across CPU kernel paths and thread counts
 (``tests/spread.py``), widened to a round number, and tight enough that a real regression (a
 wrong sign, a loss constant off by 1%) fails. A check is visible, so a reader sees both the
-number and how far it may move on another machine. Explained in ``notebooks/00_overview.ipynb``.
+number and how far it may move on another machine. In the quick mode (``S3_QUICK=1``: smaller
+data and shorter runs, for smoke and browser tests) the values differ by design, so ``expect``
+prints them with ``(quick mode: not checked; ...)`` and does not raise. Explained in
+``notebooks/00_overview.ipynb``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from numbers import Real
 
 def decimals_for(tol: float) -> int:
     """Decimals that show a value to one digit below the tolerance's leading digit
-    (``0.02 -> 3``, ``0.5 -> 2``, ``3 -> 0``)."""
+    (``0.02 -> 3``, ``0.5 -> 2``, ``3 -> 1``, ``30 -> 0``)."""
     if tol <= 0:
         return 6
     return max(0, 1 - math.floor(math.log10(tol)))
@@ -43,7 +46,8 @@ def expect(name: str, value: float, target: float, tol: float, unit: str = "",
         ``value`` as a float, so a cell can go on with it.
 
     Raises:
-        AssertionError: ``value`` is not within ``tol`` of ``target`` (or is NaN).
+        AssertionError: ``value`` is not within ``tol`` of ``target`` (or is NaN); never in the
+            quick mode (:func:`s3lib.config.quick`), whose smaller runs give other values.
         ValueError: ``tol`` is negative or an argument is not a real number.
     """
     for arg, v in (("target", target), ("tol", tol)):
@@ -57,6 +61,12 @@ def expect(name: str, value: float, target: float, tol: float, unit: str = "",
         raise ValueError(f"expect({name!r}): value must be a number, got {value!r}") from exc
     d = decimals_for(tol) if decimals is None else decimals
     u = f" {unit}" if unit and unit != "%" else unit
+    from .config import quick
+
+    if quick():
+        print(f"{name} {value:.{d}f}{u} (quick mode: not checked; the full run expects "
+              f"{target:g}{u} +- {tol:g}{u})")
+        return value
     line = f"{name} {value:.{d}f}{u} (expected {target:g}{u} +- {tol:g}{u})"
     print(line)
     if not abs(value - target) <= tol:  # also catches NaN
