@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -71,3 +72,63 @@ def video_cache(slide_video, tmp_path_factory):
     from s3lib.data.video import prepare_video
 
     return prepare_video(slide_video, tmp_path_factory.mktemp("cache") / "slide", progress=False)
+
+
+@pytest.fixture
+def restore_global_state():
+    """Tests that run :func:`s3lib.setup.reproducible` in this process (``s3 train``, ``s3
+    eval``, the setup tests): put back what it sets (torch and OpenCV threads, deterministic
+    algorithms, the RNGs) so that no later test runs under it. Use it with
+    ``pytestmark = pytest.mark.usefixtures("restore_global_state")``."""
+    import os
+    import random
+
+    import cv2
+
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(cv2_threads)
+    if (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled()) != (deterministic, warn_only):
+        # only when changed: the call imports torch._inductor's config (seconds)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
+    random.setstate(rngs[0])
+    np.random.set_state(rngs[1])
+    torch.set_rng_state(rngs[2])
+    if cublas is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+class Result(NamedTuple):
+    """What an in-process ``s3`` command did: exit status, stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def s3(capsys, *args, check: bool = False) -> Result:
+    """``s3 ARGS...`` in this process (no interpreter start): its exit status (argparse's
+    ``SystemExit`` too: 2 for a bad flag, 0 for ``--help``), stdout and stderr. An exception
+    that ``main`` lets through fails the test, as its traceback would have in a subprocess.
+    ``check``: assert the status is 0."""
+    from s3lib.cli import main
+
+    capsys.readouterr()  # only this command's output
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    if check:
+        assert code == 0, err
+    return Result(code, out, err)

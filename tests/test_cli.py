@@ -7,18 +7,15 @@ end."""
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
-import torch
 
 import s3lib.train
-from s3lib.cli import main
+from conftest import Result, s3 as _s3
 from s3lib.flow import read_flo
 
 
@@ -28,55 +25,12 @@ def run(*args, check=True):
                           text=True, check=check)
 
 
-class Result(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
+pytestmark = pytest.mark.usefixtures("restore_global_state")
 
 
 def s3(capsys, *args, check=True) -> Result:
-    """``s3 ARGS...`` in this process: its exit status (argparse's ``SystemExit`` too: 2 for a
-    bad flag, 0 for ``--help``), stdout and stderr. An exception that ``main`` lets through
-    fails the test, as its traceback would have in a subprocess. ``check``: the status is 0."""
-    capsys.readouterr()  # only this command's output
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    if check:
-        assert code == 0, err
-    return Result(code, out, err)
-
-
-@pytest.fixture(autouse=True)
-def _restore_global_state():
-    """``s3 train`` and ``s3 eval`` run :func:`s3lib.setup.reproducible` in this process: put
-    back what it sets (torch and OpenCV threads, deterministic algorithms, the RNGs) so that no
-    later test runs under it."""
-    import cv2
-
-    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    benchmark = torch.backends.cudnn.benchmark
-    rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    yield
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(cv2_threads)
-    if (torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled()) != (deterministic, warn_only):
-        # only when changed: the call imports torch._inductor's config (seconds)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-    torch.backends.cudnn.benchmark = benchmark
-    random.setstate(rngs[0])
-    np.random.set_state(rngs[1])
-    torch.set_rng_state(rngs[2])
-    if cublas is None:
-        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-    else:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+    """:func:`conftest.s3`, checking the status by default."""
+    return _s3(capsys, *args, check=check)
 
 
 def test_help_lists_the_subcommands():

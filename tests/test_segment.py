@@ -1,15 +1,13 @@
 """``s3 segment`` and the contact sheets of notebooks 05-06; ``s3 train|eval video`` end to end."""
 
 import json
-import os
-import random
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from s3lib.cli import main
+from conftest import s3
 from s3lib.models import SegmentationNet, save_checkpoint
 from s3lib.segment import checkpoint_size, contact_sheet, segment_to_png
 
@@ -23,44 +21,7 @@ def checkpoint(tmp_path):
     return path
 
 
-def s3(capsys, *args):
-    """``s3 ARGS...`` in this process (no interpreter start): ``(status, stdout, stderr)``,
-    argparse's ``SystemExit`` status included. An exception that ``main`` lets through fails
-    the test, as its traceback would have in a subprocess."""
-    capsys.readouterr()  # only this command's output
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    return (code, *capsys.readouterr())
-
-
-@pytest.fixture(autouse=True)
-def _restore_global_state():
-    """``s3 train`` and ``s3 eval`` run :func:`s3lib.setup.reproducible` in this process: put
-    back what it sets (torch and OpenCV threads, deterministic algorithms, the RNGs) so that no
-    later test runs under it."""
-    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    benchmark = torch.backends.cudnn.benchmark
-    rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    yield
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(cv2_threads)
-    if (torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled()) != (deterministic, warn_only):
-        # only when changed: the call imports torch._inductor's config (seconds)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-    torch.backends.cudnn.benchmark = benchmark
-    random.setstate(rngs[0])
-    np.random.set_state(rngs[1])
-    torch.set_rng_state(rngs[2])
-    if cublas is None:
-        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-    else:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+pytestmark = pytest.mark.usefixtures("restore_global_state")
 
 
 def test_contact_sheet_layout():

@@ -1,7 +1,6 @@
 """s3lib.setup.reproducible and s3lib.config (quick mode)."""
 
 import dataclasses
-import os
 import random
 import subprocess
 import sys
@@ -15,31 +14,7 @@ from s3lib import config
 from s3lib.setup import Reproducibility, environment_report, reproducible
 
 
-@pytest.fixture(autouse=True)
-def _restore_global_state():
-    """These tests call :func:`reproducible` in this process: put back what it sets (torch and
-    OpenCV threads, deterministic algorithms, the RNGs) so that no later test runs under it."""
-    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    benchmark = torch.backends.cudnn.benchmark
-    rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    yield
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(cv2_threads)
-    if (torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled()) != (deterministic, warn_only):
-        # only when changed: the call imports torch._inductor's config (seconds)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-    torch.backends.cudnn.benchmark = benchmark
-    random.setstate(rngs[0])
-    np.random.set_state(rngs[1])
-    torch.set_rng_state(rngs[2])
-    if cublas is None:
-        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-    else:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+pytestmark = pytest.mark.usefixtures("restore_global_state")
 
 
 def _draws():
