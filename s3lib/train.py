@@ -8,8 +8,10 @@ appended to a JSON-lines file. Adam's learning rate decays along a cosine over t
 segments (winning almost no pixels) are re-seeded from the worst-fitting segment during the
 first three quarters of the budget, which breaks the symmetry the motion losses otherwise leave.
 
-The data are :class:`~s3lib.data.pairs.FlowPairs`: the cube (``dataset="cube"``, notebook 04),
-or frames of real video / MPI-Sintel (``dataset="video"``, notebooks 05-06). The loss is one of
+The data are frame pairs: the cube in memory (:class:`~s3lib.data.pairs.FlowPairs`,
+``dataset="cube"``, notebook 04), or frames of real video / MPI-Sintel read from disk a batch at
+a time (:class:`~s3lib.data.pairs.VideoPairs`, :class:`~s3lib.data.pairs.SintelPairs`;
+``dataset="video"``, notebooks 05-06). The loss is one of
 the motion losses of notebooks 02-03 (``affine``, ``entropy``) or eq. (1) of notebook 01
 (``marginal``).
 
@@ -31,7 +33,7 @@ import torch
 
 from . import motion
 from .data.cube import HELDOUT_SEEDS
-from .data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, load_pairs
+from .data.pairs import FlowPairs, LazyPairs, batch_of, cube_pairs, heldout_cube_pairs, load_pairs
 from .losses import (affine_motion_loss, entropy_motion_loss, fit_affine, histogram_entropy,
                      marginal_likelihood_loss, speed_histograms)
 from .metrics import adjusted_rand_index, matched_miou
@@ -237,31 +239,34 @@ def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: tor
 
 
 @torch.no_grad()
-def evaluate(model: SegmentationNet, pairs: FlowPairs, loss: str = "affine",
+def evaluate(model: SegmentationNet, pairs: FlowPairs | LazyPairs, loss: str = "affine",
              batch: int = 32, combine: str = "segments", eps: float = DEFAULT_EPS
              ) -> dict[str, Any]:
     """Scores of the network on ``pairs``: ``loss`` (mean over batches; ``eps``: the affine
     fit's ridge), ``segment_fractions`` (share of the pixels each segment wins, as argmax), and
     where ``pairs`` has labels, the mean matched ``miou`` and ``fg_ari`` of the hard segments
-    over the frames."""
+    over the frames. ``pairs``: in memory, or a lazy data set (video caches, Sintel) read
+    ``batch`` pairs at a time (:func:`s3lib.data.pairs.batch_of`: the same numbers)."""
     model.eval()
     device = next(model.parameters()).device
-    losses, wins, mious, aris = [], None, [], []
+    losses, wins, mious, aris, labelled = [], None, [], [], False
     for i in range(0, len(pairs), batch):
-        masks = model(pairs.images[i:i + batch].to(device)).softmax(1)
-        flows = pairs.flows[i:i + batch].to(device)
+        images, flows, labels = batch_of(pairs, slice(i, i + batch))
+        masks = model(images.to(device)).softmax(1)
+        flows = flows.to(device)
         losses.append(float(motion_loss(loss, masks, flows, combine, eps)) * len(masks))
         pred = masks.argmax(1).cpu()
         counts = torch.bincount(pred.flatten(), minlength=masks.shape[1])
         wins = counts if wins is None else wins + counts
-        if pairs.labels is not None:
-            for p, t in zip(pred, pairs.labels[i:i + batch]):
+        if labels is not None:
+            labelled = True
+            for p, t in zip(pred, labels):
                 mious.append(matched_miou(p, t))
                 if (t > 0).any():
                     aris.append(adjusted_rand_index(p, t, ignore_background=True))
     out: dict[str, Any] = {"loss": sum(losses) / len(pairs),
                            "segment_fractions": (wins / wins.sum()).tolist()}
-    if pairs.labels is not None:
+    if labelled:
         out["miou"] = float(np.mean(mious))
         out["fg_ari"] = float(np.mean(aris)) if aris else float("nan")
     return out
@@ -288,8 +293,9 @@ def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * budget_spent(config, step, elapsed)))
 
 
-def training_data(config: TrainConfig) -> tuple[FlowPairs, FlowPairs]:
-    """``(train, heldout)`` pairs of a run: cube sequences, or ``config.data``'s frames."""
+def training_data(config: TrainConfig) -> tuple[FlowPairs | LazyPairs, FlowPairs | LazyPairs]:
+    """``(train, heldout)`` pairs of a run: cube sequences in memory, or ``config.data``'s
+    frames read from disk per batch (:func:`s3lib.data.pairs.load_pairs`; notebooks 05-06)."""
     if config.dataset == "cube":
         return (cube_pairs(size=config.size, frames=config.frames, gap=config.gap),
                 heldout_cube_pairs(config.size))
@@ -339,14 +345,15 @@ def zoom_crop(images: torch.Tensor, flows: torch.Tensor, zoom: torch.Tensor,
     return sample(images), sample(flows) * zoom[:, None, None, None]
 
 
-def _batch(pairs: FlowPairs, idx: torch.Tensor, sym: torch.Tensor | None,
+def _batch(pairs: FlowPairs | LazyPairs, idx: torch.Tensor, sym: torch.Tensor | None,
            device: str, hue: torch.Tensor | None = None,
            zoom: tuple[torch.Tensor, torch.Tensor] | None = None
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and flows of ``idx``: zoomed in (:func:`zoom_crop`, ``zoom = (factors,
     centres)``), transformed by their symmetry ``sym`` (:func:`dihedral`), colours rotated by
-    ``hue`` radians (:func:`rotate_hue`)."""
-    images, flows = pairs.images[idx], pairs.flows[idx]
+    ``hue`` radians (:func:`rotate_hue`). ``pairs`` in memory are indexed as tensors; a lazy
+    data set has just these pairs read (:func:`s3lib.data.pairs.batch_of`: the same numbers)."""
+    images, flows, _ = batch_of(pairs, idx)
     if zoom is not None:
         images, flows = zoom_crop(images, flows, *zoom)
     if hue is not None:
@@ -359,7 +366,8 @@ def _batch(pairs: FlowPairs, idx: torch.Tensor, sym: torch.Tensor | None,
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-          data: tuple[FlowPairs, FlowPairs] | None = None) -> list[dict[str, Any]]:
+          data: tuple[FlowPairs | LazyPairs, FlowPairs | LazyPairs] | None = None
+          ) -> list[dict[str, Any]]:
     """Train a :class:`~s3lib.models.SegmentationNet`; write ``out/checkpoint.pt`` and
     ``out/metrics.jsonl``.
 

@@ -190,3 +190,70 @@ def test_sintel_pairs_resize_split_and_train(tmp_path):
                          batch=1, width=4)
     records = train(config, tmp_path / "run", progress=False)
     assert records[-1]["step"] == 1
+
+
+def old_resized_stacking(root: Path, scenes: list[str], size: tuple[int, int]):
+    """The reference: every pair of ``scenes`` read at full size, resized (area; flow scaled
+    with the image), stacked, then centre-cropped to multiples of 4, as ``sintel_pairs`` did
+    before it streamed."""
+    ds = SintelFlow(root, scenes=scenes)
+    items = [ds[i] for i in range(len(ds))]
+    def resize(x):
+        return torch.nn.functional.interpolate(x[None], size=size, mode="area")[0]
+
+    scale = torch.tensor([size[1] / W, size[0] / H])[:, None, None]
+    images = torch.stack([resize(it["image1"]) for it in items])
+    flows = torch.stack([resize(it["flow"]) * scale for it in items])
+    h4, w4 = size[0] // 4 * 4, size[1] // 4 * 4
+    top, left = (size[0] - h4) // 2, (size[1] - w4) // 2
+    cut = lambda x: x[..., top:top + h4, left:left + w4].contiguous()  # noqa: E731
+    return cut(images), cut(flows), [f"{it['scene']}:{it['frame']}" for it in items]
+
+
+@pytest.mark.parametrize("size", [(12, 16), (14, 18)])
+def test_lazy_sintel_pairs_are_the_old_resized_stacking(tmp_path, size):
+    from s3lib.data.pairs import FlowPairs, SintelPairs, load_pairs, sintel_pairs
+
+    scenes = {"alley_1": 3, "bamboo_1": 3, "cave_2": 2, "market_2": 3}
+    root = make_tree(tmp_path / "sintel", scenes)
+    for split, chosen in (("train", ["alley_1", "bamboo_1"]), ("heldout", ["cave_2", "market_2"])):
+        images, flows, source = old_resized_stacking(root, chosen, size)
+        lazy = SintelPairs(root, split, size=size, heldout_scenes=2)
+        assert isinstance(lazy, torch.utils.data.Dataset) and lazy.labels is None
+        assert len(lazy) == len(images) and lazy.source == source
+        assert lazy.size == (12, 16)  # 14x18 is cropped to multiples of 4
+        for i in range(len(lazy)):
+            item = lazy[i]
+            assert set(item) == {"image", "flow", "source"} and item["source"] == source[i]
+            assert torch.equal(item["image"], images[i]) and torch.equal(item["flow"], flows[i])
+        mem = sintel_pairs(root, split, size=size, heldout_scenes=2)
+        assert isinstance(mem, FlowPairs) and mem.source == source
+        assert torch.equal(mem.images, images) and torch.equal(mem.flows, flows)
+    assert isinstance(load_pairs(root, "train"), SintelPairs)
+    assert "SintelPairs(4 pairs of 16x12" in repr(SintelPairs(root, size=size, heldout_scenes=2))
+
+
+def test_training_on_lazy_sintel_equals_training_in_memory(tmp_path):
+    from s3lib.data.pairs import SintelPairs, sintel_pairs
+    from s3lib.train import TrainConfig, train
+
+    root = make_tree(tmp_path / "sintel", {"alley_1": 3, "bamboo_1": 3, "cave_2": 2,
+                                           "market_2": 3})
+    config = TrainConfig(dataset="video", data=str(root), num_segments=2, steps=2, minutes=None,
+                         batch=2, eval_every=1, width=4, levels=2)
+    kw = {"size": (12, 16), "heldout_scenes": 2}
+    lazy = train(config, tmp_path / "lazy", progress=False,
+                 data=(SintelPairs(root, "train", **kw), SintelPairs(root, "heldout", **kw)))
+    mem = train(config, tmp_path / "mem", progress=False,
+                data=(sintel_pairs(root, "train", **kw), sintel_pairs(root, "heldout", **kw)))
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "elapsed"} for r in rs]  # noqa: E731
+    assert drop(lazy) == drop(mem) and len(lazy) == 2
+
+
+def test_read_can_leave_out_the_second_frame(tree):
+    ds = SintelFlow(tree)
+    full, first = ds[2], ds.read(2, image2=False)
+    assert set(first) == {"image1", "flow", "scene", "frame"}
+    assert torch.equal(full["image1"], first["image1"]) and torch.equal(full["flow"], first["flow"])
+    assert ds.keys() == [("alley_1", 1), ("alley_1", 2), ("alley_1", 3), ("market_2", 1),
+                         ("market_2", 2)]

@@ -501,3 +501,58 @@ def test_augmented_flow_still_warps_image2_onto_image1(cache, crop, hflip, vflip
             assert _warp_error({**item, "flow": wrong}) > 2 * after
         checked += 1
     assert checked >= 3
+
+
+# ----------------------------------------------------------------------------- reading rows
+@pytest.mark.parametrize("arr", [
+    np.arange(5 * 4 * 3 * 2, dtype=np.float16).reshape(5, 4, 3, 2),
+    np.random.default_rng(0).integers(0, 256, (3, 6, 7, 3), dtype=np.uint8),
+    np.arange(8, dtype=np.int64).reshape(4, 2),
+])
+def test_npy_rows_are_the_arrays_rows(tmp_path, arr):
+    np.save(tmp_path / "a.npy", arr)
+    rows = video.NpyRows(tmp_path / "a.npy")
+    assert len(rows) == len(arr) and rows.shape == arr.shape and rows.dtype == arr.dtype
+    for i in (0, len(arr) - 1, 1):
+        row = rows[i]
+        np.testing.assert_array_equal(row, arr[i])
+        assert row.dtype == arr.dtype and row.flags.writeable
+    with pytest.raises(IndexError):
+        rows[len(arr)]
+    again = pickle.loads(pickle.dumps(rows))  # no open file travels
+    np.testing.assert_array_equal(again[1], arr[1])
+    rows.close()
+
+
+def test_npy_rows_refuse_what_they_cannot_read(tmp_path):
+    (tmp_path / "bad.npy").write_bytes(b"not an array")
+    with pytest.raises(ValueError, match="bad.npy: unreadable"):
+        video.NpyRows(tmp_path / "bad.npy")
+    np.save(tmp_path / "f.npy", np.asfortranarray(np.zeros((3, 4))))
+    with pytest.raises(ValueError, match="f.npy: expected a C-ordered"):
+        video.NpyRows(tmp_path / "f.npy")
+    np.save(tmp_path / "t.npy", np.zeros((4, 100), np.float32))
+    rows = video.NpyRows(tmp_path / "t.npy")
+    (tmp_path / "t.npy").write_bytes((tmp_path / "t.npy").read_bytes()[:1000])
+    rows.close()  # read the shortened file
+    with pytest.raises(ValueError, match="t.npy: truncated at row 3"):
+        rows[3]
+
+
+def test_write_cache_writes_a_valid_cache_streaming_the_flows(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (9, 8, 12, 3), dtype=np.uint8)
+    shots = np.array([[0, 5], [5, 9]])
+    pairs = video.pairs_in_shots(shots, 2)
+    flows = [rng.normal(0, 3, (8, 12, 2)).astype(np.float32) for _ in pairs]
+    out = video.write_cache(tmp_path / "synth", frames, pairs, shots, iter(flows))
+    c = video.load_cache(out, verify=True)
+    assert c.name == "synth" and c.gap == 2 and c.cuts == [5]
+    np.testing.assert_array_equal(c.frames, frames)
+    np.testing.assert_array_equal(c.flows, np.stack(flows).astype(np.float16))
+    with pytest.raises(ValueError, match="expected 5 arrays, got 4"):
+        video.write_cache(tmp_path / "short", frames, pairs, shots, iter(flows[:4]))
+    with pytest.raises(ValueError, match="shape"):
+        video.write_cache(tmp_path / "wrong", frames, pairs, shots,
+                          iter([np.zeros((8, 11, 2))] * 5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]  # no temp folders left

@@ -1,24 +1,36 @@
-"""Training data as frame pairs held in memory: images, forward flow and (for the cube) labels.
+"""Training data as frame pairs: images, forward flow and (for the cube) labels.
 
-One small container, :class:`FlowPairs`, for every data source the training loop knows:
+Two kinds of containers, with the same items and the same ``size`` / ``source``:
 
-- :func:`cube_pairs`: the rendered cube sequences (exact flow, face labels; notebook 04);
-- :func:`video_pairs`: caches written by ``s3 prepare-video`` (estimated flow; notebooks 05-06),
-  split into training and held-out frames by :func:`s3lib.data.video.split_pairs`;
-- :func:`sintel_pairs`: MPI-Sintel's training scenes, resized (ground-truth flow; notebook 05).
+- :class:`FlowPairs`, every pair stacked in memory: the cube (:func:`cube_pairs`, notebook 04)
+  and the notebooks' small sets (:func:`video_pairs`, :func:`sintel_pairs`, notebooks 05-06);
+- :class:`LazyPairs`, a pair read from disk when asked for, so that a data set of any size
+  trains in the memory of one batch: :class:`VideoPairs` over caches written by
+  ``s3 prepare-video`` (estimated flow; split into training and held-out frames by
+  :func:`s3lib.data.video.split_pairs`) and :class:`SintelPairs` over MPI-Sintel's training
+  scenes, resized (ground-truth flow; notebook 05).
 
-:func:`load_pairs` picks one from a ``--data`` argument. The network needs sides that are
-multiples of 4, so video and Sintel pairs are centre-cropped to the nearest multiple.
+Both are torch ``Dataset`` s whose item ``i`` is a dict: ``image`` ``(3, H, W)`` float32 in
+[0, 1], ``flow`` ``(2, H, W)`` float32 forward flow in pixels, ``source`` (e.g.
+``"bikes:42"``) and, where there are labels, ``label`` ``(H, W)`` int64. A lazy data set's
+item ``i`` is exactly (bit for bit) pair ``i`` of the in-memory stacking of the same data, so
+training on either gives the same network. :func:`load_pairs` picks the lazy one for a
+``--data`` argument. The network needs sides that are multiples of 4, so video and Sintel
+pairs are centre-cropped to the nearest multiple (:func:`crop4_window`).
 """
 
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from .cube import HELDOUT_SEEDS, TRAIN_SEEDS, render_cube_sequence
 
@@ -27,10 +39,14 @@ SINTEL_HELDOUT_SCENES = 3
 
 
 @dataclass
-class FlowPairs:
+class FlowPairs(Dataset):
     """``images (N, 3, H, W)`` float32 in [0, 1], ``flows (N, 2, H, W)`` forward flow (pixels)
     from each image to the next frame of its clip, optional ``labels (N, H, W)`` int64, and a
-    ``source`` name per pair (e.g. ``"bikes:42"``)."""
+    ``source`` name per pair (e.g. ``"bikes:42"``), all in memory.
+
+    Also a torch ``Dataset``: item ``i`` is ``{"image": images[i], "flow": flows[i],
+    "source": source[i]}`` (and ``"label": labels[i]`` where there are labels), the items of
+    :class:`LazyPairs`. Training indexes the stacked tensors directly (notebook 04)."""
 
     images: torch.Tensor
     flows: torch.Tensor
@@ -47,21 +63,144 @@ class FlowPairs:
     def __len__(self) -> int:
         return len(self.images)
 
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = _check_index(i, len(self))
+        item: dict[str, Any] = {"image": self.images[i], "flow": self.flows[i],
+                                "source": self.source[i] if self.source is not None else str(i)}
+        if self.labels is not None:
+            item["label"] = self.labels[i]
+        return item
+
     @property
     def size(self) -> tuple[int, int]:
         """``(H, W)`` of the images."""
         return tuple(self.images.shape[-2:])
 
 
-def _crop4(pairs: FlowPairs) -> FlowPairs:
-    """Centre-crop to sides that are multiples of 4 (what the U-Net needs)."""
-    h, w = pairs.size
+def _check_index(i, n: int) -> int:
+    """``i`` as an index into ``n`` items (negative counts from the end); ``IndexError``
+    outside."""
+    i = operator.index(i)
+    if not -n <= i < n:
+        raise IndexError(f"index {i} out of range for {n} pairs")
+    return i % n
+
+
+def crop4_window(h: int, w: int) -> tuple[int, int, int, int]:
+    """``(top, left, h4, w4)``: the centred window of the largest sides ``h4 <= h``,
+    ``w4 <= w`` that are multiples of 4 (what the U-Net needs)."""
     h4, w4 = h - h % 4, w - w % 4
+    return (h - h4) // 2, (w - w4) // 2, h4, w4
+
+
+def _crop4(pairs: FlowPairs) -> FlowPairs:
+    """Centre-crop to sides that are multiples of 4 (:func:`crop4_window`)."""
+    h, w = pairs.size
+    top, left, h4, w4 = crop4_window(h, w)
     if (h4, w4) == (h, w):
         return pairs
-    top, left = (h - h4) // 2, (w - w4) // 2
     cut = lambda x: None if x is None else x[..., top:top + h4, left:left + w4].contiguous()  # noqa: E731
     return FlowPairs(cut(pairs.images), cut(pairs.flows), cut(pairs.labels), pairs.source)
+
+
+def batch_of(pairs: Dataset, idx: torch.Tensor | Sequence[int] | slice
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``images (B, 3, H, W)``, ``flows (B, 2, H, W)`` and ``labels (B, H, W)`` (or ``None``)
+    of the pairs ``idx`` (indices or a slice) of ``pairs``.
+
+    :class:`FlowPairs` (and a :class:`LazyPairs` whose ``images`` were already stacked in
+    memory) are indexed as tensors; any other ``Dataset`` with this module's items has just
+    the batch's items read and stacked: the same numbers (how training and
+    :func:`s3lib.train.evaluate` fetch their batches).
+    """
+    if isinstance(pairs, LazyPairs) and pairs._stacked is not None:
+        pairs = pairs._stacked
+    if isinstance(pairs, FlowPairs):
+        return (pairs.images[idx], pairs.flows[idx],
+                None if pairs.labels is None else pairs.labels[idx])
+    if isinstance(idx, slice):
+        idx = range(len(pairs))[idx]
+    elif isinstance(idx, torch.Tensor):
+        idx = idx.tolist()
+    items = [pairs[int(i)] for i in idx]
+    labels = torch.stack([it["label"] for it in items]) if items and "label" in items[0] else None
+    return (torch.stack([it["image"] for it in items]), torch.stack([it["flow"] for it in items]),
+            labels)
+
+
+class LazyPairs(Dataset):
+    """Frame pairs read from disk one item at a time (a torch ``Dataset``), for data sets that
+    do not fit in memory: the base of :class:`VideoPairs` and :class:`SintelPairs`.
+
+    Items as :class:`FlowPairs`'s: ``image`` ``(3, H, W)`` float32 in [0, 1], ``flow``
+    ``(2, H, W)`` float32 in pixels, ``source``; no labels (``labels`` is ``None``). ``size``:
+    ``(H, W)``; ``source``: a name per pair, known without reading any.
+
+    :meth:`to_pairs` stacks them all into a :class:`FlowPairs` (what :func:`video_pairs` and
+    :func:`sintel_pairs` return), and ``images`` / ``flows`` are that stacking's, made on first
+    use and kept, so code written for :class:`FlowPairs` (notebooks 05-06 plot and score the
+    whole split) runs unchanged; training and :func:`s3lib.train.evaluate` never touch them.
+    """
+
+    labels = None
+    _stacked: FlowPairs | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images."""
+        raise NotImplementedError
+
+    @property
+    def source(self) -> list[str]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = _check_index(i, len(self))
+        image, flow = self._read(i)
+        return {"image": image, "flow": flow, "source": self.source[i]}
+
+    def _read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image (3, H, W), flow (2, H, W))`` of pair ``i`` (``0 <= i < len``)."""
+        raise NotImplementedError
+
+    def to_pairs(self) -> FlowPairs:
+        """All pairs in memory (``N x (3 + 2) x H x W`` float32: the tensors are allocated
+        once and filled pair by pair)."""
+        n, (h, w) = len(self), self.size
+        images, flows = torch.empty(n, 3, h, w), torch.empty(n, 2, h, w)
+        for i in range(n):
+            images[i], flows[i] = self._read(i)
+        return FlowPairs(images, flows, None, list(self.source))
+
+    def _stack(self) -> FlowPairs:
+        if self._stacked is None:
+            self._stacked = self.to_pairs()
+        return self._stacked
+
+    @property
+    def images(self) -> torch.Tensor:
+        """``(N, 3, H, W)``: every image, stacked in memory on first use (:meth:`to_pairs`)."""
+        return self._stack().images
+
+    @property
+    def flows(self) -> torch.Tensor:
+        """``(N, 2, H, W)``: every flow, stacked in memory on first use (:meth:`to_pairs`)."""
+        return self._stack().flows
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_stacked", None)  # DataLoader workers read their items from disk
+        return state
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        return f"{type(self).__name__}({len(self)} pairs of {w}x{h}, {self._where()})"
+
+    def _where(self) -> str:
+        return ""
 
 
 def cube_pairs(seeds=TRAIN_SEEDS, size: int = 64, frames: int = 99, gap: int = 1) -> FlowPairs:
@@ -80,21 +219,78 @@ def heldout_cube_pairs(size: int = 64, frames: int = 25) -> FlowPairs:
     return cube_pairs(HELDOUT_SEEDS, size, frames)
 
 
+class VideoPairs(LazyPairs):
+    """The pairs of ``split`` of prepare-video caches, read from the cache files per item.
+
+    Args:
+        caches: a cache folder, a folder of caches, or a list (as
+            :class:`s3lib.data.video.VideoFlowDataset`); all of one frame size.
+        split: ``"train"``, ``"heldout"`` (:func:`s3lib.data.video.split_pairs`) or ``"all"``.
+        heldout_fraction: of each shot's frames, the last ones held out.
+
+    Item ``i``: frame ``t`` of pair ``i`` as ``image`` ``(3, H, W)`` float32 in [0, 1] and its
+    forward flow ``(2, H, W)`` (float16 on disk, float32 here), both centre-cropped to
+    multiples of 4 (:func:`crop4_window`); ``source`` ``"<cache name>:<t>"``. The pairs are
+    the caches' in order, each cache's in frame order. Only the rows asked for are read
+    (:class:`s3lib.data.video.NpyRows`), so the memory used does not grow with the number or
+    length of the videos. Explained in ``notebooks/05_sintel.ipynb`` and
+    ``notebooks/06_real_video_entropy.ipynb``.
+
+    Raises:
+        FileNotFoundError, ValueError: no such folder, not a cache (or a folder of caches), a
+            damaged cache (the message names the file), no pairs in ``split``, or caches of
+            different frame sizes.
+    """
+
+    def __init__(self, caches, split: str = "train", heldout_fraction: float | None = None
+                 ) -> None:
+        from .video import HELDOUT_FRACTION, FILES, NpyRows, VideoFlowDataset
+
+        fraction = HELDOUT_FRACTION if heldout_fraction is None else heldout_fraction
+        ds = VideoFlowDataset(caches, frames=split, heldout_fraction=fraction)  # checks them
+        if len(ds) == 0:
+            raise ValueError(f"{caches}: no {split} frame pairs (is the clip long enough?)")
+        if len(set(ds.sizes)) > 1:
+            raise ValueError(f"{caches}: videos of different sizes {sorted(set(ds.sizes))}; "
+                             f"prepare them with one --size")
+        self.caches, self.split = caches, split
+        self.paths, self.names = list(ds.paths), list(ds.names)
+        self._items = [(v, p, t1) for v, p, t1, _ in ds.items]  # (cache, pair row, frame t)
+        self._source = [f"{self.names[v]}:{t1}" for v, _, t1 in self._items]
+        self._window = crop4_window(*ds.sizes[0])
+        self._rows = [(NpyRows(p / FILES[0]), NpyRows(p / FILES[1])) for p in self.paths]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._window[2], self._window[3]
+
+    @property
+    def source(self) -> list[str]:
+        return self._source
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        v, p, t1 = self._items[i]
+        frames, flows = self._rows[v]
+        top, left, h4, w4 = self._window
+        win = (slice(top, top + h4), slice(left, left + w4))
+        image = np.asarray(frames[t1][win], dtype=np.float32) / 255.0  # (h4, w4, 3)
+        flow = np.asarray(flows[p][win], dtype=np.float32)  # (h4, w4, 2)
+        return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1))))
+
+    def _where(self) -> str:
+        return f"{self.split!r} of {len(self.paths)} cache(s)"
+
+
 def video_pairs(caches, split: str = "train") -> FlowPairs:
     """All pairs of ``split`` (``"train"``, ``"heldout"`` or ``"all"``) of prepare-video caches
-    (a cache folder, a folder of caches, or a list), as tensors."""
-    from .video import VideoFlowDataset
-
-    ds = VideoFlowDataset(caches, frames=split)
-    if len(ds) == 0:
-        raise ValueError(f"{caches}: no {split} frame pairs (is the clip long enough?)")
-    if len(set(ds.sizes)) > 1:
-        raise ValueError(f"{caches}: videos of different sizes {sorted(set(ds.sizes))}; prepare "
-                         f"them with one --size")
-    items = [ds[i] for i in range(len(ds))]
-    return _crop4(FlowPairs(torch.stack([it["image1"] for it in items]),
-                            torch.stack([it["flow"] for it in items]), None,
-                            [f"{it['video']}:{it['frame']}" for it in items]))
+    (a cache folder, a folder of caches, or a list), stacked in memory: ``images (N, 3, H, W)``,
+    ``flows (N, 2, H, W)`` (:meth:`VideoPairs.to_pairs`; for the small bundled clips of
+    notebooks 05-06 — training on large caches reads :class:`VideoPairs` lazily)."""
+    return VideoPairs(caches, split).to_pairs()
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], flow: bool) -> torch.Tensor:
@@ -106,25 +302,69 @@ def _resize(x: torch.Tensor, size: tuple[int, int], flow: bool) -> torch.Tensor:
     return out
 
 
+class SintelPairs(LazyPairs):
+    """MPI-Sintel training pairs resized to ``size`` ``(h, w)``, read and resized per item.
+
+    Args:
+        root: Sintel's folder (see :class:`s3lib.data.sintel.SintelFlow`).
+        split: ``"heldout"``: the last ``heldout_scenes`` scenes by name; ``"train"``: the
+            others (the paper trains on 20 of the 23).
+        size: ``(h, w)`` of the items (area resampling; the flow vectors are scaled with the
+            image), then centre-cropped to multiples of 4 (:func:`crop4_window`).
+        pass_name: ``"clean"`` or ``"final"``.
+
+    Item ``i``: ``image`` ``(3, h, w)`` float32 in [0, 1] (first frame of the pair), ``flow``
+    ``(2, h, w)`` in pixels of the resized image, ``source`` ``"<scene>:<frame>"``; one PNG
+    and one ``.flo`` file are read per item. Explained in ``notebooks/05_sintel.ipynb``.
+
+    Raises:
+        FileNotFoundError, ValueError: no Sintel under ``root``, an incomplete tree (the
+            message names the files), a bad ``split``, or too few scenes to hold out.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train",
+                 size: tuple[int, int] = (108, 256), pass_name: str = "clean",
+                 heldout_scenes: int = SINTEL_HELDOUT_SCENES) -> None:
+        from .sintel import SintelFlow
+
+        if split not in ("train", "heldout"):
+            raise ValueError(f"split: expected 'train' or 'heldout', got {split!r}")
+        scenes = SintelFlow(root, pass_name=pass_name).scenes()
+        names = sorted(dict.fromkeys(scenes))
+        if len(names) <= heldout_scenes:
+            raise ValueError(f"{root}: {len(names)} Sintel scene(s); need more than "
+                             f"{heldout_scenes} (the last {heldout_scenes} by name are held out)")
+        chosen = names[-heldout_scenes:] if split == "heldout" else names[:-heldout_scenes]
+        self.root, self.split, self.resize_to = root, split, (int(size[0]), int(size[1]))
+        self._ds = SintelFlow(root, pass_name=pass_name, scenes=chosen)
+        self._source = [f"{scene}:{frame}" for scene, frame in self._ds.keys()]
+        self._window = crop4_window(*self.resize_to)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._window[2], self._window[3]
+
+    @property
+    def source(self) -> list[str]:
+        return self._source
+
+    def _read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        it = self._ds.read(i, image2=False)
+        top, left, h4, w4 = self._window
+        cut = lambda x: x[..., top:top + h4, left:left + w4].contiguous()  # noqa: E731
+        return (cut(_resize(it["image1"], self.resize_to, False)),
+                cut(_resize(it["flow"], self.resize_to, True)))
+
+    def _where(self) -> str:
+        return f"{self.split!r} of {self._ds.root}, {self._ds.pass_name}"
+
+
 def sintel_pairs(root: str | os.PathLike, split: str = "train", size: tuple[int, int] = (108, 256),
                  pass_name: str = "clean", heldout_scenes: int = SINTEL_HELDOUT_SCENES) -> FlowPairs:
-    """MPI-Sintel training pairs resized to ``size`` ``(h, w)`` (flow scaled with the image);
+    """MPI-Sintel training pairs resized to ``size`` ``(h, w)`` (flow scaled with the image),
+    stacked in memory (:meth:`SintelPairs.to_pairs`, one full-size pair read at a time);
     ``split="heldout"``: the last ``heldout_scenes`` scenes by name, ``"train"``: the others."""
-    from .sintel import SintelFlow
-
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split: expected 'train' or 'heldout', got {split!r}")
-    scenes = SintelFlow(root, pass_name=pass_name).scenes()
-    names = sorted(dict.fromkeys(scenes))
-    if len(names) <= heldout_scenes:
-        raise ValueError(f"{root}: {len(names)} Sintel scene(s); need more than {heldout_scenes} "
-                         f"(the last {heldout_scenes} by name are held out)")
-    chosen = names[-heldout_scenes:] if split == "heldout" else names[:-heldout_scenes]
-    ds = SintelFlow(root, pass_name=pass_name, scenes=chosen)
-    items = [ds[i] for i in range(len(ds))]
-    return _crop4(FlowPairs(torch.stack([_resize(it["image1"], size, False) for it in items]),
-                            torch.stack([_resize(it["flow"], size, True) for it in items]), None,
-                            [f"{it['scene']}:{it['frame']}" for it in items]))
+    return SintelPairs(root, split, size, pass_name, heldout_scenes).to_pairs()
 
 
 def is_sintel(path: str | os.PathLike) -> bool:
@@ -135,16 +375,17 @@ def is_sintel(path: str | os.PathLike) -> bool:
                for q in (p, p / "sintel", p / "MPI-Sintel-complete"))
 
 
-def load_pairs(data: str | os.PathLike, split: str) -> FlowPairs:
-    """The ``split`` pairs of ``--data``: MPI-Sintel (see :func:`is_sintel`) or prepare-video
-    caches."""
+def load_pairs(data: str | os.PathLike, split: str) -> LazyPairs:
+    """The ``split`` pairs of ``--data``, read lazily: :class:`SintelPairs` for MPI-Sintel (see
+    :func:`is_sintel`), :class:`VideoPairs` for prepare-video caches (notebooks 05-06)."""
     if not Path(data).exists():
         raise FileNotFoundError(f"--data {data}: no such folder; make one with `s3 prepare-video "
                                 f"VIDEO --out {data}` (or give MPI-Sintel's folder)")
     if is_sintel(data):
-        return sintel_pairs(data, split)
-    return video_pairs(data, split)
+        return SintelPairs(data, split)
+    return VideoPairs(data, split)
 
 
-__all__ = ["FlowPairs", "cube_pairs", "heldout_cube_pairs", "video_pairs", "sintel_pairs",
-           "is_sintel", "load_pairs"]
+__all__ = ["FlowPairs", "LazyPairs", "VideoPairs", "SintelPairs", "batch_of", "crop4_window",
+           "cube_pairs", "heldout_cube_pairs", "video_pairs", "sintel_pairs", "is_sintel",
+           "load_pairs"]

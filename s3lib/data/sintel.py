@@ -8,7 +8,8 @@ Layout read (as in ``MPI-Sintel-complete.zip``; ``s3 download sintel`` puts it i
     <root>/training/flow/<scene>/frame_0001.flo ...    forward flow, frame i -> frame i + 1
 
 The last frame of a scene has no flow, so a scene of ``n`` frames gives ``n - 1`` items. Both
-passes share the same flow. The ``test`` split ships no flow and is refused.
+passes share the same flow. The ``test`` split ships no flow and is refused. Items are read
+from disk when asked for; :class:`s3lib.data.pairs.SintelPairs` resizes them for training.
 
 Explained in ``notebooks/05_sintel.ipynb``.
 """
@@ -187,24 +188,33 @@ class SintelFlow(Dataset):
     def __len__(self) -> int:
         return len(self._pairs)
 
+    def keys(self) -> list[tuple[str, int]]:
+        """``(scene, frame)`` of every item, in order, without reading any file."""
+        return [(scene, number) for scene, number, *_ in self._pairs]
+
     def __getitem__(self, index: int) -> SintelItem:
+        return self.read(index)
+
+    def read(self, index: int, image2: bool = True) -> SintelItem:
+        """Item ``index``; ``image2=False`` leaves out the second frame (and does not read its
+        file): what training on frame pairs needs (:class:`s3lib.data.pairs.SintelPairs`)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} Sintel pairs")
         scene, number, path1, path2, flo = self._pairs[index]
-        image1, image2 = _read_rgb(path1), _read_rgb(path2)
+        image1 = _read_rgb(path1)
+        second = _read_rgb(path2) if image2 else image1
         flow = read_flo(flo)
-        if image1.shape[1:] != image2.shape[1:] or flow.shape[:2] != image1.shape[1:]:
+        if second.shape[1:] != image1.shape[1:] or flow.shape[:2] != image1.shape[1:]:
             raise ValueError(f"{flo}: flow of size {flow.shape[1]}x{flow.shape[0]} does not "
                              f"match frames {path1.name}, {path2.name} of size "
                              f"{image1.shape[2]}x{image1.shape[1]} / "
-                             f"{image2.shape[2]}x{image2.shape[1]}")
-        return {
-            "image1": image1,
-            "image2": image2,
-            "flow": torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1))),
-            "scene": scene,
-            "frame": number,
-        }
+                             f"{second.shape[2]}x{second.shape[1]}")
+        item = {"image1": image1, "image2": second,
+                "flow": torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1))),
+                "scene": scene, "frame": number}
+        if not image2:
+            del item["image2"]
+        return item
 
     def __repr__(self) -> str:
         return (f"SintelFlow(root={str(self.root)!r}, split={self.split!r}, "

@@ -29,6 +29,11 @@ largest distance inside a shot (a car passing close to the camera) 0.17-0.25 dep
 frame size; Big Buck Bunny's 132 frames are one shot (largest distance 0.07). Gradual
 transitions (fades, dissolves) are not detected. No flow pair ever spans a cut.
 
+Training reads a cache lazily, one frame and one flow row per pair (:class:`NpyRows`, used by
+:class:`s3lib.data.pairs.VideoPairs`), so a cache of any length trains in the memory of one
+batch. :func:`write_cache` is the writer (also for caches made without a video: tests,
+``benchmarks/memory_video.py``).
+
 Held-out split (:func:`split_pairs`): in every shot the last ``heldout_fraction`` (20 %) of the
 frames are held out; training pairs use only earlier frames, held-out pairs only those frames,
 and the ``gap`` pairs that would straddle the boundary are dropped, so a network evaluated on
@@ -391,10 +396,9 @@ def prepare_video(video: str | os.PathLike, out_dir: str | os.PathLike,
         ValueError: bad settings, a video OpenCV cannot decode, or one with no two frames
             ``gap`` apart in one shot; the message names the file.
 
-    Memory: all frames are held at once (``T x H x W x 3`` bytes); flows are streamed to disk.
+    Memory: all frames are held at once (``T x H x W x 3`` bytes); flows are streamed to disk
+    (:func:`write_cache`).
     """
-    from tqdm.auto import tqdm
-
     from ..flow import estimate_flow
 
     settings = _settings(size, flow, gap, max_frames)
@@ -432,6 +436,55 @@ def prepare_video(video: str | os.PathLike, out_dir: str | os.PathLike,
     if len(pairs) == 0:
         raise ValueError(f"{source}: no two frames {gap} apart within one shot ({len(shots)} "
                          f"shots, cuts at {cuts}); lower --gap")
+
+    def estimated():
+        for a, b in pairs:
+            f = estimate_flow(frames[a], frames[b], method=flow)
+            if not np.isfinite(f).all():
+                raise ValueError(f"{source}: flow estimation gave NaN/inf for frames {a}->{b}")
+            yield f
+
+    return write_cache(out_dir, frames, pairs, shots, estimated(), settings=settings,
+                       source=ident, cuts=cuts, progress=progress)
+
+
+def write_cache(out_dir: str | os.PathLike, frames: np.ndarray, pairs: np.ndarray,
+                shots: np.ndarray, flows: Iterable[np.ndarray], settings: dict | None = None,
+                source: dict | None = None, cuts: Sequence[int] | None = None,
+                progress: bool = False) -> Path:
+    """Write a cache folder (the layout of the module docstring) atomically: the writer of
+    :func:`prepare_video`, also for caches made without decoding a video (tests, benchmarks).
+
+    Args:
+        out_dir: the cache folder (replaced if it exists; its parent is created).
+        frames: ``(T, H, W, 3)`` uint8 RGB frames.
+        pairs: ``(P, 2)`` frame indices ``(t, t + gap)``, inside one shot each.
+        shots: ``(S, 2)`` half-open frame ranges covering ``[0, T)`` in order.
+        flows: ``P`` arrays ``(H, W, 2)`` (forward flow of each pair, pixels), consumed one at
+            a time and streamed to disk as float16 (clipped to +-65000), so they are never all
+            in memory.
+        settings: recorded in the index (default: :func:`prepare_video`'s defaults with this
+            gap). source: the source identity recorded (default: none).
+        cuts: the shot cuts (default: the shots' starts after the first).
+        progress: a progress bar over the pairs.
+
+    Returns:
+        ``out_dir``.
+    """
+    from tqdm.auto import tqdm
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames: expected uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    shots = np.asarray(shots, dtype=np.int64).reshape(-1, 2)
+    if settings is None:
+        settings = _settings(None, "dis", int(pairs[0, 1] - pairs[0, 0]) if len(pairs) else 1,
+                             None)
+    if source is None:
+        source = {"path": None, "bytes": 0, "mtime_ns": 0}
+    cuts = [int(s) for s in shots[1:, 0]] if cuts is None else [int(c) for c in cuts]
+    out_dir = Path(out_dir)
     t, h, w = frames.shape[:3]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -441,16 +494,20 @@ def prepare_video(video: str | os.PathLike, out_dir: str | os.PathLike,
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a cache is an ordinary folder
         files = {"frames.npy": _save_npy(tmp / "frames.npy", frames)}
-        flows = np.lib.format.open_memmap(tmp / "flows.npy", mode="w+", dtype=np.float16,
-                                          shape=(len(pairs), h, w, 2))
-        for p, (a, b) in enumerate(tqdm(pairs, desc=out_dir.name, unit="pair", leave=False,
-                                        disable=not progress)):
-            f = estimate_flow(frames[a], frames[b], method=flow)
-            if not np.isfinite(f).all():
-                raise ValueError(f"{source}: flow estimation gave NaN/inf for frames {a}->{b}")
-            flows[p] = np.clip(f, -65000, 65000)
-        flows.flush()
-        del flows
+        out = np.lib.format.open_memmap(tmp / "flows.npy", mode="w+", dtype=np.float16,
+                                        shape=(len(pairs), h, w, 2))
+        written = 0
+        for p, f in enumerate(tqdm(flows, total=len(pairs), desc=out_dir.name, unit="pair",
+                                   leave=False, disable=not progress)):
+            if p >= len(pairs) or np.shape(f) != (h, w, 2):
+                raise ValueError(f"flows: expected {len(pairs)} arrays of shape {(h, w, 2)}, "
+                                 f"got {np.shape(f)} as number {p + 1}")
+            out[p] = np.clip(f, -65000, 65000)
+            written = p + 1
+        if written != len(pairs):
+            raise ValueError(f"flows: expected {len(pairs)} arrays, got {written}")
+        out.flush()
+        del out
         with open(tmp / "flows.npy", "rb+") as fh:
             os.fsync(fh.fileno())
         files["flows.npy"] = {"shape": [len(pairs), h, w, 2], "dtype": "float16",
@@ -459,7 +516,7 @@ def prepare_video(video: str | os.PathLike, out_dir: str | os.PathLike,
         files["shots.npy"] = _save_npy(tmp / "shots.npy", shots)
         index = {
             "format": CACHE_FORMAT, "version": CACHE_VERSION, "name": out_dir.name,
-            "settings": settings, "source": ident, "opencv": _opencv_version(),
+            "settings": settings, "source": source, "opencv": _opencv_version(),
             "numpy": np.__version__, "frame_size": [w, h],
             "counts": {"frames": t, "pairs": len(pairs), "shots": len(shots)},
             "cuts": cuts, "files": files,
@@ -645,6 +702,72 @@ def prepare_videos(inputs, out: str | os.PathLike, size: tuple[int, int] | None 
 
 
 # ----------------------------------------------------------------------------- dataset
+class NpyRows:
+    """The rows ``arr[i]`` of a C-ordered ``.npy`` file, each read from disk when asked for.
+
+    ``NpyRows(path)[i]`` is ``np.load(path)[i]`` (a fresh, writable array) without loading
+    the rest: one positioned read of ``prod(shape[1:])`` items. Unlike a memory map, the rows
+    read do not stay mapped into the process (a map's pages count towards its resident memory
+    until it is closed), so a pass over a large cache keeps the process's memory flat; the
+    operating system's page cache still keeps the file's hot parts. The file is opened on the
+    first read in each process, so the object is cheap to send to ``DataLoader`` workers.
+
+    ``shape`` and ``dtype`` are the array's.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(fh)
+                self.offset = fh.tell()
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.path}: unreadable .npy file ({exc}); {_FIX}") from None
+        if fortran or dtype.hasobject or not shape:
+            raise ValueError(f"{self.path}: expected a C-ordered numeric array of rows; {_FIX}")
+        self.shape, self.dtype = tuple(shape), dtype
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self._fh, self._pid = None, None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_fh"], state["_pid"] = None, None  # reopened in the receiving process
+        return state
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        i = int(i)
+        if not 0 <= i < self.shape[0]:
+            raise IndexError(f"row {i} out of range for {self.path} ({self.shape[0]} rows)")
+        if self._fh is None or self._pid != os.getpid():  # a forked worker opens its own
+            self._fh, self._pid = open(self.path, "rb"), os.getpid()
+        start = self.offset + i * self.row_bytes
+        if hasattr(os, "pread"):
+            data = os.pread(self._fh.fileno(), self.row_bytes, start)
+        else:  # pragma: no cover - Windows
+            self._fh.seek(start)
+            data = self._fh.read(self.row_bytes)
+        if len(data) != self.row_bytes:
+            raise ValueError(f"{self.path}: truncated at row {i}; {_FIX}")
+        return np.frombuffer(bytearray(data), dtype=self.dtype).reshape(self.shape[1:])
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
 def _find_caches(spec) -> list[Path]:
     """Cache folders from a cache folder, a folder of cache folders, or a list of either."""
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
