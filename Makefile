@@ -10,6 +10,8 @@ KERNEL := s3course
 # extra arguments: `make lab ARGS=--no-browser`, `make test PYTEST_ARGS="-k flow"`
 ARGS ?=
 PYTEST_ARGS ?=
+# test processes (pytest-xdist); each notebook's cells stay together in one (--dist loadfile)
+JOBS ?= 2
 # committed outputs always come from the full configuration, one thread and a fixed hash seed
 RUN_ENV := env -u S3_QUICK -u S3_THREADS PYTHONHASHSEED=0
 
@@ -60,7 +62,7 @@ browser:
 	  echo "error: could not install chromium: run 'sudo apt-get install chromium' (root or password-less sudo is needed)"; exit 1; }
 
 test: setup browser
-	$(RUN_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(RUN_ENV) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 notebooks: setup
 	$(RUN_ENV) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
