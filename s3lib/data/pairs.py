@@ -144,15 +144,20 @@ class LazyPairs(Dataset):
 
     labels = None
     _stacked: FlowPairs | None = None
+    _window: tuple[int, int, int, int]
+    """``(top, left, height, width)`` of the crop to multiples of 4, set by the subclass."""
+    _source: list[str]
+    """A name per pair, set by the subclass."""
 
     @property
     def size(self) -> tuple[int, int]:
         """``(H, W)`` of the images."""
-        raise NotImplementedError
+        return self._window[2], self._window[3]
 
     @property
     def source(self) -> list[str]:
-        raise NotImplementedError
+        """A name per pair (``"bikes:42"``, ``"alley_1:7"``)."""
+        return self._source
 
     def __len__(self) -> int:
         return len(self.source)
@@ -260,14 +265,6 @@ class VideoPairs(LazyPairs):
         self._window = crop4_window(*ds.sizes[0])
         self._rows = [(NpyRows(p / FILES[0]), NpyRows(p / FILES[1])) for p in self.paths]
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self._window[2], self._window[3]
-
-    @property
-    def source(self) -> list[str]:
-        return self._source
-
     def __len__(self) -> int:
         return len(self._items)
 
@@ -339,14 +336,6 @@ class SintelPairs(LazyPairs):
         self._ds = SintelFlow(root, pass_name=pass_name, scenes=chosen)
         self._source = [f"{scene}:{frame}" for scene, frame in self._ds.keys()]
         self._window = crop4_window(*self.resize_to)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self._window[2], self._window[3]
-
-    @property
-    def source(self) -> list[str]:
-        return self._source
 
     def _read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         it = self._ds.read(i, image2=False)
