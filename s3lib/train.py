@@ -33,7 +33,8 @@ import torch
 
 from . import motion
 from .data.cube import HELDOUT_SEEDS
-from .data.pairs import FlowPairs, LazyPairs, batch_of, cube_pairs, heldout_cube_pairs, load_pairs
+from .data.pairs import (FlowPairs, LazyPairs, batch_of, cube_pairs, heldout_cube_pairs,
+                         load_pairs, prefetched_batches)
 from .losses import (affine_motion_loss, entropy_motion_loss, fit_affine, histogram_entropy,
                      marginal_likelihood_loss, speed_histograms)
 from .metrics import adjusted_rand_index, matched_miou
@@ -86,7 +87,10 @@ class TrainConfig:
     (:func:`rotate_hue`; 0: off; video keeps its colours). ``plain_steps``: the first steps
     without any augmentation (a curriculum: faces first, then invariance). Augmentations
     change the pictures, never the grouping the flow implies. ``threads``: CPU threads (the
-    results repeat exactly for a fixed count). Explained in ``notebooks/04_cube_toy.ipynb``.
+    results repeat exactly for a fixed count). ``workers``: video and Sintel only, processes
+    that read the next batches from disk while the network trains
+    (:func:`~s3lib.data.pairs.prefetched_batches`); their indices then come from a random
+    stream of their own (seed + 1), the same for any number of workers. Explained in ``notebooks/04_cube_toy.ipynb``.
     """
 
     dataset: Dataset = _opt("cube", "what to train on: the cube toy or video caches / Sintel")
@@ -120,6 +124,8 @@ class TrainConfig:
     hue: float = _opt(math.pi, "cube: largest hue rotation in radians (0: off)")
     zoom: float = _opt(1.0, "largest random zoom-in factor (1: off)")
     plain_steps: int = _opt(0, "first steps without augmentation")
+    workers: int = _opt(0, "video: processes that read the next batches ahead (0: none; more "
+                           "draws the batches from a stream of their own)")
     device: str = _opt("cpu", "cpu or cuda")
 
     def validate(self) -> None:
@@ -154,6 +160,11 @@ class TrainConfig:
         if (isinstance(self.eps, bool) or not isinstance(self.eps, (int, float))
                 or not 0 < self.eps < math.inf):
             raise ValueError(f"eps: expected a positive ridge, got {self.eps!r}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers: expected an int >= 0, got {self.workers!r}")
+        if self.workers and self.dataset == "cube":
+            raise ValueError("workers: the cube is rendered in memory; reading ahead is for "
+                             "video and Sintel (use 0)")
         if not self.zoom >= 1:
             raise ValueError(f"zoom: expected a factor >= 1, got {self.zoom!r}")
         if not 1 <= self.gap < self.frames or (self.dataset != "cube" and self.gap != 1):
@@ -354,6 +365,14 @@ def _batch(pairs: FlowPairs | LazyPairs, idx: torch.Tensor, sym: torch.Tensor | 
     ``hue`` radians (:func:`rotate_hue`). ``pairs`` in memory are indexed as tensors; a lazy
     data set has just these pairs read (:func:`s3lib.data.pairs.batch_of`: the same numbers)."""
     images, flows, _ = batch_of(pairs, idx)
+    return _augment(images, flows, sym, device, hue, zoom)
+
+
+def _augment(images: torch.Tensor, flows: torch.Tensor, sym: torch.Tensor | None, device: str,
+             hue: torch.Tensor | None = None,
+             zoom: tuple[torch.Tensor, torch.Tensor] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_batch`'s augmentations of ``images (B, 3, H, W)`` and ``flows (B, 2, H, W)``."""
     if zoom is not None:
         images, flows = zoom_crop(images, flows, *zoom)
     if hue is not None:
@@ -431,9 +450,12 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     # symmetries that keep the data plausible: all 8 of the square for the cube (no up or
     # down in space), left-right mirroring only for video
     num_sym = 8 if config.dataset == "cube" and pairs.size[0] == pairs.size[1] else 2
+    # read ahead (video): the batches' indices from a stream of their own, resumed at `step`
+    ahead = (prefetched_batches(pairs, config.batch, config.seed + 1, config.workers, skip=step)
+             if config.workers else None)
     while not done():
         model.train()
-        idx = torch.randint(len(pairs), (config.batch,), generator=gen)
+        idx = torch.randint(len(pairs), (config.batch,), generator=gen) if ahead is None else None
         augment = config.augment and step >= config.plain_steps
         sym = torch.randint(num_sym, (config.batch,), generator=gen) if augment else None
         hue = ((torch.rand(config.batch, generator=gen) * 2 - 1) * config.hue
@@ -441,7 +463,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         zoom = ((1 + torch.rand(config.batch, generator=gen) * (config.zoom - 1),
                  torch.rand(config.batch, 2, generator=gen) * 2 - 1)
                 if augment and config.zoom > 1 else None)
-        images, flows = _batch(pairs, idx, sym, config.device, hue, zoom)
+        images, flows = (_batch(pairs, idx, sym, config.device, hue, zoom) if ahead is None
+                         else _augment(*next(ahead), sym, config.device, hue, zoom))
         for group in opt.param_groups:
             group["lr"] = learning_rate(config, step, time.perf_counter() - start)
         masks = model(images).softmax(1)

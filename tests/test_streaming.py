@@ -182,6 +182,44 @@ def test_two_steps_on_the_lazy_cache_equal_two_steps_in_memory(request, which, t
     assert a["config"]["size"] == list(VideoPairs(cache).size)
 
 
+def test_reading_ahead_gives_the_same_run_for_any_worker_count_and_resumes(video_cache,
+                                                                          tmp_path):
+    """``workers``: DataLoader processes read the next batches; the indices come from their own
+    stream (RandomBatches), so 1 and 2 workers train the same network, a resumed run skips the
+    batches already used, and the stream differs from the one of ``workers=0``."""
+    base = dict(dataset="video", data=str(video_cache), num_segments=3, minutes=None, batch=3,
+                eval_every=1, width=4, levels=2, reseed_every=1, reseed_until=1.0,
+                schedule="constant")  # nothing that depends on the budget: resume equals a run
+    one = train(TrainConfig(steps=4, workers=1, **base), tmp_path / "w1", progress=False)
+    two = train(TrainConfig(steps=4, workers=2, **base), tmp_path / "w2", progress=False)
+    assert run_records(one) == run_records(two) and len(one) == 4
+    train(TrainConfig(steps=2, workers=2, **base), tmp_path / "r", progress=False)
+    resumed = train(TrainConfig(steps=4, workers=2, **base), tmp_path / "r", resume=True,
+                    progress=False)
+    assert run_records(resumed) == run_records(two)[2:]
+    none = train(TrainConfig(steps=4, workers=0, **base), tmp_path / "w0", progress=False)
+    assert run_records(none) != run_records(one)
+
+
+def test_random_batches_are_one_stream_and_skip_on_resume():
+    from s3lib.data.pairs import RandomBatches
+
+    full = iter(RandomBatches(10, 3, seed=5))
+    batches = [next(full) for _ in range(4)]
+    later = iter(RandomBatches(10, 3, seed=5, skip=2))
+    assert [next(later), next(later)] == batches[2:]
+    assert all(len(b) == 3 and all(0 <= i < 10 for i in b) for b in batches)
+    with pytest.raises(ValueError, match="skip"):
+        RandomBatches(10, 3, seed=5, skip=-1)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"workers": -1}, "workers"),
+                                             ({"workers": 2}, "cube is rendered in memory")])
+def test_bad_workers_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(steps=1, **kwargs).validate()
+
+
 def test_cube_training_through_any_dataset_is_bit_identical(tmp_path):
     """The cube keeps its fast path (tensor indexing), and a Dataset of the same items draws
     the same random numbers and gives the same network, scores and labels-based metrics."""

@@ -25,7 +25,7 @@ import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -126,6 +126,42 @@ def batch_of(pairs: Dataset, idx: torch.Tensor | Sequence[int] | slice
     labels = torch.stack([it["label"] for it in items]) if items and "label" in items[0] else None
     return (torch.stack([it["image"] for it in items]), torch.stack([it["flow"] for it in items]),
             labels)
+
+
+class RandomBatches(torch.utils.data.Sampler):
+    """An endless stream of batches of ``batch`` random pair indices (``torch.randint`` with
+    its own generator, seeded with ``seed``), after skipping the first ``skip`` batches (a
+    resumed run): the batch sampler of :func:`prefetched_batches`. The same stream for any
+    number of reading processes."""
+
+    def __init__(self, num_pairs: int, batch: int, seed: int, skip: int = 0) -> None:
+        if num_pairs < 1 or batch < 1 or skip < 0:
+            raise ValueError(f"num_pairs, batch >= 1 and skip >= 0 expected, got {num_pairs}, "
+                             f"{batch}, {skip}")
+        self.num_pairs, self.batch, self.seed, self.skip = num_pairs, batch, seed, skip
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.skip):
+            torch.randint(self.num_pairs, (self.batch,), generator=gen)
+        while True:
+            yield torch.randint(self.num_pairs, (self.batch,), generator=gen).tolist()
+
+
+def _stack_items(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([it["image"] for it in items]), torch.stack([it["flow"] for it in items])
+
+
+def prefetched_batches(pairs: Dataset, batch: int, seed: int, workers: int, skip: int = 0
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images (B, 3, H, W), flows (B, 2, H, W))`` of random batches (:class:`RandomBatches`),
+    read ahead by ``workers`` ``DataLoader`` processes while the network trains on the current
+    one (``s3 train video --workers W``, notebooks 05-06). Endless; the order is the sampler's
+    whatever ``workers`` is."""
+    loader = torch.utils.data.DataLoader(pairs, batch_sampler=RandomBatches(len(pairs), batch,
+                                                                            seed, skip),
+                                         num_workers=workers, collate_fn=_stack_items)
+    return iter(loader)
 
 
 class LazyPairs(Dataset):
