@@ -3,8 +3,10 @@
 :class:`SegmentationNet` is a small U-Net for the CPU (about half a million parameters at
 the default width and depth): an image ``(B, 3, H, W)`` in, ``L`` logits ``(B, L, H, W)`` out;
 the soft segments are ``logits.softmax(1)``. :func:`save_checkpoint` / :func:`load_checkpoint`
-store the weights with a plain-data ``config``; :func:`predict_masks` applies a network (loaded with ``torch.load(..., weights_only=True)``: a
-checkpoint is untrusted input). Explained in ``notebooks/04_cube_toy.ipynb``.
+store the weights of any of the course's networks with a plain-data ``config`` (loaded with
+``torch.load(..., weights_only=True)``: a checkpoint is untrusted input), also notebook 07's
+FCN-8s on VGG-16 and its VGG-16 classifier (:mod:`s3lib.fcn`, re-exported here);
+:func:`predict_masks` applies a network. Explained in ``notebooks/04_cube_toy.ipynb``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
+from .fcn import (CLASSIFIER_ARCHITECTURE, FCN_ARCHITECTURE, FCN8s, VGG16Classifier,  # noqa: F401
+                  fcn8s_vgg16, fcn_trunk_from_classifier, fold_batchnorm, precise_batchnorm,
+                  vgg16_classifier)
 
 ARCHITECTURE = "s3-unet-v1"
+ARCHITECTURES = (ARCHITECTURE, FCN_ARCHITECTURE, CLASSIFIER_ARCHITECTURE)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -121,7 +127,7 @@ def predict_masks(model: nn.Module, images: torch.Tensor, batch: int = 32) -> to
                       for i in range(0, len(images), batch)])
 
 
-def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, config: dict[str, Any],
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str, Any],
                     extra: dict[str, Any] | None = None) -> None:
     """Write ``model``'s weights and ``config`` (must include ``size``) atomically to ``path``."""
     if "size" not in config:
@@ -134,12 +140,36 @@ def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, config: dic
         fh.write(buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[SegmentationNet, dict[str, Any]]:
+def build_model(config: dict[str, Any], where: str = "config") -> nn.Module:
+    """A fresh network of a checkpoint's ``config``: its ``architecture`` is one of
+    :data:`ARCHITECTURES` (the U-Net of notebooks 04-06, or notebook 07's FCN-8s / VGG-16
+    classifier). ``ValueError`` naming ``where`` and the missing settings otherwise."""
+    arch = config.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{where}: architecture {arch!r}, expected one of {ARCHITECTURES}")
+    needs = {ARCHITECTURE: ("size", "num_segments", "width", "coords", "levels"),
+             FCN_ARCHITECTURE: ("size", "num_segments", "width", "batchnorm"),
+             CLASSIFIER_ARCHITECTURE: ("size", "num_classes", "width", "batchnorm")}[arch]
+    missing = [k for k in needs if k not in config]
+    if missing:
+        raise ValueError(f"{where}: config lacks {missing}")
+    if arch == FCN_ARCHITECTURE:
+        return FCN8s(config["num_segments"], config["width"], config["batchnorm"])
+    if arch == CLASSIFIER_ARCHITECTURE:
+        return VGG16Classifier(config["num_classes"], config["width"], config["batchnorm"])
+    return SegmentationNet(config["num_segments"], config["width"], config["coords"],
+                           config["levels"])
+
+
+def load_checkpoint(path: str | os.PathLike, expect: dict[str, Any] | None = None
+                    ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint`: ``(model in eval mode, config)``.
 
-    ``config`` holds at least ``size`` and ``num_segments``. Raises ``FileNotFoundError`` for a
+    ``config`` holds at least ``size`` and the network's settings (``architecture``,
+    ``width``, ...; :func:`build_model`). ``expect``: settings the caller needs, e.g.
+    ``{"architecture": "fcn8s-vgg16", "width": 0.125}``. Raises ``FileNotFoundError`` for a
     missing file and ``ValueError`` naming the file and what differs for a file that is not
-    such a checkpoint (another architecture, other shapes, missing keys).
+    such a checkpoint (another architecture or width, other shapes, missing keys).
     """
     path = Path(path)
     if not path.is_file():
@@ -151,15 +181,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[SegmentationNet, dict[str,
     if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
         raise ValueError(f"{path}: not an s3lib checkpoint (expected keys 'config' and 'model')")
     config = dict(payload["config"])
-    if config.get("architecture") != ARCHITECTURE:
-        raise ValueError(f"{path}: architecture {config.get('architecture')!r}, expected "
-                         f"{ARCHITECTURE!r}")
-    missing = [k for k in ("size", "num_segments", "width", "coords", "levels")
-               if k not in config]
-    if missing:
-        raise ValueError(f"{path}: config lacks {missing}")
-    model = SegmentationNet(config["num_segments"], config["width"], config["coords"],
-                            config["levels"])
+    model = build_model(config, str(path))
     own = model.state_dict()
     state = payload["model"]
     diffs = [f"{k}: missing" for k in own if k not in state]
@@ -170,6 +192,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[SegmentationNet, dict[str,
         raise ValueError(f"{path}: weights do not fit the network in its config: "
                          + "; ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else ""))
     model.load_state_dict(state)
+    wrong = {k: (config.get(k), v) for k, v in (expect or {}).items() if config.get(k) != v}
+    if wrong:
+        raise ValueError(f"{path}: " + "; ".join(f"{k} is {got!r}, expected {want!r}"
+                                                  for k, (got, want) in wrong.items()))
     return model.eval(), config
 
 
