@@ -15,11 +15,15 @@ Modules, one idea each (the notebook that explains each is named in its docstrin
 - :mod:`s3lib.losses`   -- the affine, entropy and marginal-likelihood motion losses.
 - :mod:`s3lib.freemask` -- segmenting one flow field by gradient descent on free masks.
 - :mod:`s3lib.models`   -- the segmentation network (a small U-Net) and safe checkpoints.
+- :mod:`s3lib.fcn`      -- the paper's FCN-8s/VGG-16, batch-norm folding, the VGG-16 classifier.
 - :mod:`s3lib.train`    -- the one training loop (cube, video, Sintel), evaluation.
+- :mod:`s3lib.pretrain` -- S3 pre-training of FCN-8s/VGG-16 (``s3 pretrain``, torchrun / DDP).
+- :mod:`s3lib.finetune` -- the VOC 2007 fine-tuning protocol and mAP (``s3 finetune``).
+- :mod:`s3lib.transfer` -- notebook 07's transfer grid, its summary and the rule for a claim.
 - :mod:`s3lib.segment`  -- applying a checkpoint to images and videos (contact sheets).
 - :mod:`s3lib.download` -- fetching MPI-Sintel / PASCAL VOC 2007: resumable, verified, safe.
 - :mod:`s3lib.data`     -- data sources: bundled clips, synthetic flow, the cube, video caches,
-  MPI-Sintel, in-memory frame pairs.
+  MPI-Sintel, in-memory frame pairs, the shapes world, PASCAL VOC 2007.
 """
 
 __version__ = "0.1.0"

@@ -24,12 +24,18 @@ Subcommands so far:
   of the sorted list, so N machines split the work without talking to each other.
 - ``s3 download sintel|voc2007 [--root DIR] [--manifest FILE] [--quiet]``: fetch a real data
   set with a progress bar and checksum verification (see ``data/README.md``).
+- ``s3 pretrain --data shapes|cube|DIR --loss affine|entropy|supervised --out RUN``: S3
+  pre-training of the paper's FCN-8s/VGG-16 (also under ``torchrun``; notebook 07);
+  ``s3 finetune voc2007|shapes --init CKPT|random --train-from fc8|fc6|all``: the VOC 2007
+  fine-tuning protocol and mAP; ``s3 eval voc2007 --checkpoint CKPT --json``; ``s3 transfer
+  --out DIR``: notebook 07's grid of arms, regimes and seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -183,7 +189,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type,
             options["help"] += f" (default: {default})" if default is not None else ""
         elif kind is bool:
             options["help"] += f" (default: --{'' if default else 'no-'}{f.name.replace('_', '-')})"
-        else:
+        elif not (default is None and "default" in options["help"]):
             options["help"] += " (default: %(default)s)"
         target = parser
         if group:
@@ -243,6 +249,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .setup import reproducible
     from .train import evaluate_checkpoint
 
+    if args.dataset == "voc2007":
+        return _cmd_eval_voc(args)
     if args.dataset == "video" and not args.data:
         raise ValueError("eval video: --data DIR is required (the caches it was trained on)")
     if not Path(args.checkpoint).is_file():
@@ -279,6 +287,64 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import PretrainConfig, pretrain
+
+    config = config_from_args(PretrainConfig, args)
+    records = pretrain(config, args.out, progress=not args.quiet, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # one line from a torchrun, not N
+        last = records[-1] if records else {}
+        print(json.dumps({"checkpoint": str(Path(args.out) / "checkpoint.pt"), **last}))
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import FinetuneConfig, finetune
+
+    config = config_from_args(FinetuneConfig, args)
+    if args.resume and not args.out:
+        raise ValueError("--resume: give the --out folder of the run to continue")
+    result = finetune(config, args.out, progress=not args.quiet, resume=args.resume)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{config.task} test mAP {100 * result['map']:.2f}% (11-point VOC07 "
+              f"{100 * result['map_voc07']:.2f}%) after {result['steps']} iterations, "
+              f"{result['seconds']:.0f} s" + (f"; {args.out}/checkpoint.pt" if args.out else ""))
+    return 0
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from .transfer import format_table, run_grid, summarise, verdict
+
+    records = run_grid(args.out, seeds=args.seeds, jobs=args.jobs, arms=args.arms,
+                       progress=not args.quiet)
+    table = summarise(records)
+    print(format_table(table))
+    for arm in ("s3-affine", "s3-entropy", "supervised"):
+        for regime in ("all", "fc8"):
+            if (arm, regime) in table:
+                print(f"{arm} ({regime}): {verdict(table, arm, regime)}")
+    print(f"{Path(args.out) / 'grid.json'}: {len(records)} results")
+    return 0
+
+
+def _cmd_eval_voc(args: argparse.Namespace) -> int:
+    from .finetune import evaluate_voc2007
+    from .setup import reproducible
+
+    reproducible(0)
+    result = evaluate_voc2007(args.checkpoint, root=args.root)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, ap in result["ap"].items():
+            print(f"{name:12s} AP {100 * ap:5.1f}%")
+        print(f"{args.checkpoint}: VOC 2007 {result['split']} mAP {100 * result['map']:.2f}% "
+              f"(11-point {100 * result['map_voc07']:.2f}%) over {result['images']} images")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``s3`` (kept separate so tests and docs can inspect it)."""
     parser = argparse.ArgumentParser(
@@ -312,11 +378,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="score a checkpoint on held-out data")
-    p.add_argument("dataset", choices=["cube", "video"])
+    p.add_argument("dataset", choices=["cube", "video", "voc2007"])
     p.add_argument("--data", help="video: the caches (or Sintel folder) to score on")
+    p.add_argument("--root", help="voc2007: the folder holding VOCdevkit/ (default: the one "
+                                  "it was fine-tuned on)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
+
+    from .finetune import FinetuneConfig
+    from .pretrain import PretrainConfig
+    from .transfer import ARMS
+
+    p = sub.add_parser("pretrain", help="S3 pre-training of FCN-8s/VGG-16 (notebook 07; torchrun)",
+                       description="Pre-train the paper's FCN-8s/VGG-16 by grouping motion. "
+                                   "Runs unchanged under `torchrun --nproc_per_node=N -m s3lib "
+                                   "pretrain ...`. Every flag but --out, --resume and --quiet is a field "
+                                   "of s3lib.pretrain.PretrainConfig.")
+    add_config_arguments(p, PretrainConfig)
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt (BN folded), "
+                                                "metrics.jsonl, state.pt")
+    p.add_argument("--resume", action="store_true", help="continue from --out's state.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune for classification and report mAP (nb 07)",
+                       description="Fine-tune a pre-trained trunk (or a random one) for "
+                                   "multi-label classification with the protocol of Krahenbuhl "
+                                   "et al., then score the test split. Every flag but --out, "
+                                   "--resume, --json and --quiet is a field of "
+                                   "s3lib.finetune.FinetuneConfig.")
+    add_config_arguments(p, FinetuneConfig, positional=("task",))
+    p.add_argument("--out", default=None, help="run folder: checkpoint.pt, metrics.jsonl, "
+                                               "state.pt")
+    p.add_argument("--resume", action="store_true", help="continue from --out's state.pt")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("transfer", help="notebook 07's transfer grid: 5 arms x 2 regimes x seeds",
+                       description="Pre-train each arm of notebook 07 on the shapes world, "
+                                   "fine-tune it in both regimes, and print mAP mean +- std "
+                                   "and paired differences (s3lib.transfer). Results already "
+                                   "in --out are reused.")
+    p.add_argument("--out", required=True, help="folder of the runs and grid.json")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
+                   help="which arms (default: all five)")
+    p.add_argument("--jobs", type=_positive_int, default=2, help="commands at a time (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_transfer)
 
     p = sub.add_parser("export", help="copy a checkpoint without its optimiser state (to share)")
     p.add_argument("checkpoint", help="a checkpoint written by `s3 train`")

@@ -76,14 +76,28 @@ def _vgg_features(width: float, batchnorm: bool) -> nn.Sequential:
     return nn.Sequential(OrderedDict(blocks))
 
 
-def _fc(name: str, layer: nn.Module, channels: int, batchnorm: bool, conv: bool) -> nn.Sequential:
-    """``fc6`` / ``fc7``: the layer, parameter-free batch norm, ReLU, dropout 0.5."""
+def _fc(name: str, layer: nn.Module, channels: int, batchnorm: bool, conv: bool,
+        dropout: float = 0.5) -> nn.Sequential:
+    """``fc6`` / ``fc7``: the layer, parameter-free batch norm, ReLU, dropout."""
     parts: list[tuple[str, nn.Module]] = [(name, layer)]
     if batchnorm:
         bn = nn.BatchNorm2d(channels, affine=False) if conv else nn.BatchNorm1d(channels, affine=False)
         parts.append((f"bn_{name}", bn))
-    parts += [(f"relu_{name}", nn.ReLU(inplace=True)), (f"drop_{name}", nn.Dropout(0.5))]
+    parts += [(f"relu_{name}", nn.ReLU(inplace=True)), (f"drop_{name}", nn.Dropout(dropout))]
     return nn.Sequential(OrderedDict(parts))
+
+
+def _init_vgg(module: nn.Module) -> None:
+    """torchvision's VGG initialisation: He-normal convolutions (fan out), linear layers from
+    ``N(0, 0.01)``, zero biases. It keeps the signal alive through the 15 layers even
+    without batch norm (PyTorch's default initialisation would let it fade)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, what: str
@@ -108,20 +122,28 @@ class FCN8s(nn.Module):
     Args:
         num_segments: ``L`` >= 2. width: channel scale (1: VGG-16). batchnorm: parameter-free
             batch norm after every trunk layer (pre-training); ``False`` is the folded network.
+        dropout: after fc6 and fc7 (FCN's 0.5).
+
+    The trunk starts from torchvision's VGG initialisation (:func:`_init_vgg`), the score
+    heads from PyTorch's default.
 
     Explained in ``notebooks/07_voc07_transfer.ipynb``.
     """
 
-    def __init__(self, num_segments: int = 5, width: float = 1.0, batchnorm: bool = True):
+    def __init__(self, num_segments: int = 5, width: float = 1.0, batchnorm: bool = True,
+                 dropout: float = 0.5):
         super().__init__()
         if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 2:
             raise ValueError(f"num_segments: expected an int >= 2, got {num_segments!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
         self.num_segments, self.width, self.batchnorm = num_segments, float(width), bool(batchnorm)
         self.features = _vgg_features(width, batchnorm)
         c3, c4, c5 = (scaled(VGG16_BLOCKS[i][-1], width) for i in (2, 3, 4))
         fc = scaled(FC_CHANNELS, width, "fc6")
-        self.fc6 = _fc("fc6", nn.Conv2d(c5, fc, 7, padding=3), fc, batchnorm, conv=True)
-        self.fc7 = _fc("fc7", nn.Conv2d(fc, fc, 1), fc, batchnorm, conv=True)
+        self.fc6 = _fc("fc6", nn.Conv2d(c5, fc, 7, padding=3), fc, batchnorm, True, dropout)
+        self.fc7 = _fc("fc7", nn.Conv2d(fc, fc, 1), fc, batchnorm, True, dropout)
+        _init_vgg(self)
         self.score_fr = nn.Conv2d(fc, num_segments, 1)
         self.score_pool4 = nn.Conv2d(c4, num_segments, 1)
         self.score_pool3 = nn.Conv2d(c3, num_segments, 1)
@@ -151,9 +173,10 @@ class FCN8s(nn.Module):
                 "width": self.width, "batchnorm": self.batchnorm}
 
 
-def fcn8s_vgg16(num_segments: int = 5, width: float = 1.0, batchnorm: bool = True) -> FCN8s:
+def fcn8s_vgg16(num_segments: int = 5, width: float = 1.0, batchnorm: bool = True,
+                dropout: float = 0.5) -> FCN8s:
     """The paper's network (:class:`FCN8s`): ``(B, 3, H, W) -> (B, L, H, W)`` logits."""
-    return FCN8s(num_segments, width, batchnorm)
+    return FCN8s(num_segments, width, batchnorm, dropout)
 
 
 class VGG16Classifier(nn.Module):
@@ -178,6 +201,7 @@ class VGG16Classifier(nn.Module):
         fc = scaled(FC_CHANNELS, width, "fc6")
         self.fc6 = _fc("fc6", nn.Linear(c5 * 49, fc), fc, batchnorm, conv=False)
         self.fc7 = _fc("fc7", nn.Linear(fc, fc), fc, batchnorm, conv=False)
+        _init_vgg(self)
         self.fc8 = nn.Linear(fc, num_classes)
         nn.init.normal_(self.fc8.weight, 0.0, 0.01)
         nn.init.zeros_(self.fc8.bias)

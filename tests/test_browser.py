@@ -31,6 +31,8 @@ CASES = {
         ("bins", 16, "frame 70, bins 16, segments 5:"),
         ("segments", 3, "frame 70, bins 16, segments 3:"),
         ("frame", 71, "frame 71, bins 16, segments 3:")]),
+    "07_voc07_transfer.ipynb": ("scene 0, block 5:", [("scene", 3, "scene 3, block 5:"),
+                                                      ("block", 2, "scene 3, block 2:")]),
 }
 
 

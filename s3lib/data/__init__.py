@@ -6,4 +6,6 @@
 - :mod:`s3lib.data.video`: ``s3 prepare-video`` caches: frames, shots, estimated flow (05, 06).
 - :mod:`s3lib.data.sintel`: the MPI-Sintel reader (05, full scale).
 - :mod:`s3lib.data.pairs`: frame pairs in memory for the training loop (04-06).
+- :mod:`s3lib.data.shapes`: moving shapes of six classes, exact flow and labelled stills (07).
+- :mod:`s3lib.data.voc`: the PASCAL VOC 2007 classification reader (07, full scale).
 """

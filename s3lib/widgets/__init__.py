@@ -20,6 +20,8 @@ observer updated, and a notebook cell after the widget can call the same method 
   of an animated film, frame / segment.
 - :func:`video_explorer` (``06_real_video_entropy``): segments and speed histograms of real
   footage, bins / segments / frame.
+- :func:`feature_explorer` (``07_voc07_transfer``): the most active channels of a VGG block
+  for pre-trained and random trunks, scene / block.
 """
 
 from .affine import FreeMaskExplorer, freemask_explorer
@@ -28,9 +30,10 @@ from .entropy import EntropyExplorer, entropy_explorer
 from .grouping import BoundaryExplorer, boundary_explorer
 from .overview import FlowExplorer, FlowPairView, flow_explorer, render_flow_pair
 from .sintel import SegmentFitExplorer, segment_fit_explorer
+from .transfer import FeatureExplorer, feature_explorer
 from .video import VideoExplorer, video_explorer
 
 __all__ = ["BoundaryExplorer", "CubeExplorer", "EntropyExplorer", "FlowExplorer", "FlowPairView",
            "FreeMaskExplorer", "boundary_explorer", "cube_explorer", "entropy_explorer", "flow_explorer",
            "freemask_explorer", "render_flow_pair", "SegmentFitExplorer", "segment_fit_explorer",
-           "VideoExplorer", "video_explorer"]
+           "VideoExplorer", "video_explorer", "FeatureExplorer", "feature_explorer"]
