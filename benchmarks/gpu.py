@@ -1,9 +1,9 @@
 """A prepared check for a machine with a GPU (notebook 07's full scale); prints one JSON line.
 
 1. Images/s of full-size FCN-8s/VGG-16 pre-training at 224x224 with the S3 affine loss
-   (forward, loss, backward, Adam step; bf16 autocast, channels_last) against the same
-   network's forward + backward with a trivial loss (the mean of the logits): the ratio is what
-   the S3 loss costs on top of the network.
+   (forward, loss, backward, Adam step; bf16 autocast, channels_last; deterministic, as
+   ``s3 pretrain`` runs) against the same step with a trivial loss (the mean of the logits):
+   the ratio is what the S3 loss costs on top of the network.
 2. A few hundred ``s3 finetune voc2007`` iterations (the protocol's settings at 224x224, batch
    16) on a VOC-layout fixture written to a temporary folder: iterations/s and the mAP it
    prints (meaningless on the fixture; the point is that the full-scale path runs).
@@ -37,7 +37,9 @@ def pretrain_speed(device: str, width: float, size: int, batch: int, iters: int,
     from s3lib.fcn import count_parameters, fcn8s_vgg16, trunk_parameters
     from s3lib.losses import affine_motion_loss
 
-    torch.manual_seed(0)
+    from s3lib.setup import reproducible
+
+    reproducible(0, threads=torch.get_num_threads())  # as `s3 pretrain` runs (deterministic)
     net = fcn8s_vgg16(5, width).to(device)
     images = torch.rand(batch, 3, size, size, device=device)
     flows = torch.randn(batch, 2, size, size, device=device)
@@ -54,8 +56,7 @@ def pretrain_speed(device: str, width: float, size: int, batch: int, iters: int,
                 else logits.float().mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if s3:
-            opt.step()
+        opt.step()
 
     out = {}
     for name, s3 in (("plain", False), ("s3", True)):
@@ -99,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-iters", type=int, default=300)
     parser.add_argument("--no-amp", action="store_true", help="float32 instead of bf16 autocast")
     args = parser.parse_args(argv)
-    torch.backends.cudnn.benchmark = True
     line = {"device": (torch.cuda.get_device_name() if args.device.startswith("cuda")
                        else "cpu"), "torch": torch.__version__, "width": args.width,
             "size": args.size, "batch": args.batch, "amp": "none" if args.no_amp else "bf16"}

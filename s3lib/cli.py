@@ -317,8 +317,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_transfer(args: argparse.Namespace) -> int:
     from .transfer import format_table, run_grid, summarise, verdict
 
-    records = run_grid(args.out, seeds=args.seeds, jobs=args.jobs, arms=args.arms,
-                       progress=not args.quiet)
+    try:
+        records = run_grid(args.out, seeds=args.seeds, jobs=args.jobs, arms=args.arms,
+                           progress=not args.quiet)
+    except RuntimeError as exc:  # a command of the grid failed: its message says which
+        print(f"s3 transfer: error: {exc}", file=sys.stderr)
+        return 1
     table = summarise(records)
     print(format_table(table))
     for arm in ("s3-affine", "s3-entropy", "supervised"):
@@ -333,8 +337,9 @@ def _cmd_eval_voc(args: argparse.Namespace) -> int:
     from .finetune import evaluate_voc2007
     from .setup import reproducible
 
-    reproducible(0)
-    result = evaluate_voc2007(args.checkpoint, root=args.root)
+    reproducible(0, threads=args.threads)
+    result = evaluate_voc2007(args.checkpoint, root=args.root, device=args.device,
+                              progress=not args.json)
     if args.json:
         print(json.dumps(result))
     else:
@@ -384,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "it was fine-tuned on)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu", help="voc2007: cpu or cuda (default cpu)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="voc2007: CPU threads (default 1)")
     p.set_defaults(func=_cmd_eval)
 
     from .finetune import FinetuneConfig
@@ -422,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and paired differences (s3lib.transfer). Results already "
                                    "in --out are reused.")
     p.add_argument("--out", required=True, help="folder of the runs and grid.json")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
                    help="which arms (default: all five)")
     p.add_argument("--jobs", type=_positive_int, default=2, help="commands at a time (default 2)")

@@ -365,8 +365,8 @@ def fold_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor] | None = No
         names = list(seq._modules)
         for prev, name in zip(names, names[1:]):
             layer, bn = seq._modules.get(prev), seq._modules[name]
-            if ((isinstance(bn, (nn.BatchNorm2d, nn.SyncBatchNorm)) and isinstance(layer, nn.Conv2d))
-                    or (isinstance(bn, nn.BatchNorm1d) and isinstance(layer, nn.Linear))):
+            if (isinstance(bn, nn.modules.batchnorm._BatchNorm)  # SyncBatchNorm too (DDP)
+                    and isinstance(layer, (nn.Conv2d, nn.Linear))):
                 seq._modules[prev] = _fold_bn(layer, bn)
             else:
                 continue

@@ -50,7 +50,7 @@ TRAIN_FROM: tuple[str, ...] = typing.get_args(TrainFrom)
 
 RECIPES: dict[str, dict[str, Any]] = {
     "voc2007": {"steps": 80_000, "lr": 1e-3, "lr_step": 10_000, "size": 224, "width": 1.0},
-    "shapes": {"steps": 1000, "lr": 1e-2, "lr_step": 250, "size": 48, "width": 0.125},
+    "shapes": {"steps": 1000, "lr": 5e-3, "lr_step": 250, "size": 48, "width": 0.125},
 }
 """What a setting left at ``None`` becomes for each task: the Krahenbuhl et al. protocol for
 VOC 2007, and notebook 07's CPU-scale recipe for the stand-in world."""
@@ -69,7 +69,7 @@ class FinetuneConfig:
     train_from: TrainFrom = _opt("all", "train fc8 only, fc6-fc8, or every layer")
     steps: int | None = _opt(None, "SGD iterations (default: 80000 for voc2007, 1000 for shapes)")
     lr: float | None = _opt(None, "SGD learning rate, biases at twice it (default: 1e-3 "
-                                  "voc2007, 1e-2 shapes)")
+                                  "voc2007, 5e-3 shapes)")
     lr_step: int | None = _opt(None, "halve the learning rate every LR_STEP iterations "
                                      "(default: 10000 voc2007, 250 shapes)")
     momentum: float = _opt(0.9, "SGD momentum")
@@ -119,8 +119,17 @@ class FinetuneConfig:
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"scale_min, scale_max: expected 0 < min <= max, got "
                              f"{self.scale_min}, {self.scale_max}")
-        if not (self.lr > 0 and self.clip > 0 and self.momentum >= 0 and self.weight_decay >= 0):
-            raise ValueError("lr and clip: expected > 0; momentum, weight_decay: >= 0")
+        for name, low in (("lr", 0.0), ("clip", 0.0)):
+            if not getattr(self, name) > low:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)!r}")
+        for name in ("momentum", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device: {self.device!r}, but this torch sees no CUDA GPU")
+        if self.init != "random" and not Path(self.init).is_file():
+            raise ValueError(f"init: {self.init}: no such checkpoint (a checkpoint of "
+                             f"`s3 pretrain`, or random)")
         if self.workers < 0:
             raise ValueError(f"workers: expected >= 0, got {self.workers}")
 
@@ -228,10 +237,11 @@ def task_data(config: FinetuneConfig) -> tuple[_Images, torch.Tensor, _Images, t
 # ----------------------------------------------------------------------------- model
 def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sigmoid cross-entropy of ``logits (B, C)`` against ``targets (B, C)`` (1 present, -1
-    absent, 0 difficult: ignored), averaged over the labels that count."""
+    absent, 0 difficult: ignored), summed over the classes and averaged over the batch, as the
+    protocol's loss layer does (so the learning rate and the clip mean what they mean there)."""
     keep = targets != 0
     loss = F.softplus(-targets * logits)  # -log sigmoid(y z)
-    return (loss * keep).sum() / keep.sum().clamp_min(1)
+    return (loss * keep).sum() / targets.shape[0]
 
 
 def initial_classifier(config: FinetuneConfig, num_classes: int, images: _Images
@@ -261,9 +271,13 @@ def initial_classifier(config: FinetuneConfig, num_classes: int, images: _Images
                              f"{config.width} was asked for")
         source = {"init": str(config.init), "width": float(cfg["width"]),
                   "pretrain": cfg.get("pretrain")}
-    assert isinstance(fcn, FCN8s)
+    if not isinstance(fcn, FCN8s):
+        raise ValueError(f"init: {config.init} is not an FCN-8s checkpoint")
     torch.manual_seed(config.seed)
-    return vgg16_classifier(fcn, num_classes), source
+    clf = vgg16_classifier(fcn, num_classes)
+    with torch.no_grad():
+        clf.fc8.bias.fill_(0.1)  # the protocol's re-initialised layers start with bias 0.1
+    return clf, source
 
 
 def trained_parameters(model: VGG16Classifier, train_from: str
@@ -275,31 +289,32 @@ def trained_parameters(model: VGG16Classifier, train_from: str
     return [(n, p) for n, p in model.named_parameters() if n.startswith(prefixes)]
 
 
-def _set_modes(model: VGG16Classifier, train_from: str) -> None:
-    """Train mode (dropout on) only where layers are trained; frozen layers run in eval mode."""
-    model.train()
-    if train_from == "fc8":
-        model.fc6.eval()
-        model.fc7.eval()
-
-
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def test_scores(model: VGG16Classifier, images: _Images, size: int, crops: int = 10,
-                seed: int = 0, scale: tuple[float, float] = (0.5, 2.0), batch: int = 64
-                ) -> torch.Tensor:
+                seed: int = 0, scale: tuple[float, float] = (0.5, 2.0), batch: int = 64,
+                progress: bool = False) -> torch.Tensor:
     """``(N, C)`` scores: the logits of ``crops`` random crops per image
-    (:func:`random_crop`, seeds fixed by ``seed`` and the image index), summed."""
+    (:func:`random_crop`, seeds fixed by ``seed`` and the image index), summed. Each image is
+    decoded once; at most ``batch`` crops go through the network at a time."""
+    from tqdm.auto import tqdm
+
     model.eval()
     device = next(model.parameters()).device
-    scores = []
-    for start in range(0, len(images), batch):
-        stop = min(start + batch, len(images))
-        views = [random_crop(images.array(i), size, np.random.default_rng([seed, i, k]), scale)
-                 for i in range(start, stop) for k in range(crops)]
-        logits = model(torch.from_numpy(np.stack(views)).to(device)).float().cpu()
-        scores.append(logits.view(stop - start, crops, -1).sum(1))
-    return torch.cat(scores)
+    views, owners, scores = [], [], None
+    for i in tqdm(range(len(images)), desc="test crops", disable=not progress):
+        image = images.array(i)
+        for k in range(crops):
+            views.append(random_crop(image, size, np.random.default_rng([seed, i, k]), scale))
+            owners.append(i)
+        while len(views) >= batch or (i == len(images) - 1 and views):
+            take = min(batch, len(views))
+            logits = model(torch.from_numpy(np.stack(views[:take])).to(device)).float().cpu()
+            if scores is None:
+                scores = torch.zeros(len(images), logits.shape[1])
+            scores.index_add_(0, torch.tensor(owners[:take]), logits)
+            del views[:take], owners[:take]
+    return scores
 
 
 def mean_ap(scores: torch.Tensor, targets: torch.Tensor, classes: tuple[str, ...]
@@ -326,6 +341,14 @@ def learning_rate(config: FinetuneConfig, step: int) -> float:
 
 
 RESUMABLE = ("steps", "device", "workers", "threads", "eval_every")
+
+
+def _logged_step(line: str) -> int | None:
+    """The ``step`` of a metrics line; ``None`` for a line a crash cut short."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 """Settings a resumed fine-tuning may change."""
 
 
@@ -373,10 +396,12 @@ def finetune(config: FinetuneConfig, out: str | Path | None = None, progress: bo
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
+            if state.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state(state["cuda_rng"])
             step, done_before = int(state["step"]), float(state["elapsed"])
             if log_path.exists():
                 keep = [ln for ln in log_path.read_text().splitlines()
-                        if json.loads(ln)["step"] <= step]
+                        if _logged_step(ln) is not None and _logged_step(ln) <= step]
                 log_path.write_text("".join(k + "\n" for k in keep))
         else:
             log_path.unlink(missing_ok=True)
@@ -398,15 +423,17 @@ def finetune(config: FinetuneConfig, out: str | Path | None = None, progress: bo
 
         buf = io.BytesIO()
         torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "step": step,
+                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                    "cuda_rng": (torch.cuda.get_rng_state() if config.device.startswith("cuda")
+                                 else None), "step": step,
                     "elapsed": time.perf_counter() - start, "config": asdict(config)}, buf)
         with atomic_write(state_path) as fh:
             fh.write(buf.getvalue())
 
     for images, targets in loader:
-        if step == config.steps:
+        if step >= config.steps:
             break
-        _set_modes(model, config.train_from)
+        model.train()  # dropout after fc6 and fc7 also when only fc8 learns (the protocol's)
         for g in opt.param_groups:
             g["lr"] = learning_rate(config, step) * g["lr_scale"]
         loss = multilabel_loss(model(images.to(config.device)), targets.to(config.device))
@@ -427,25 +454,31 @@ def finetune(config: FinetuneConfig, out: str | Path | None = None, progress: bo
             save_state()
     bar.close()
     seconds = time.perf_counter() - start
-    scores = test_scores(model, test_images, config.size, config.test_crops, config.seed, scale)
+    settings = {"size": config.size, "classes": list(classes), "finetune": asdict(config),
+                "source": source}
+    if out is not None:  # before scoring: an error there loses no training
+        from .models import save_checkpoint
+
+        save_checkpoint(out / "checkpoint.pt", model, settings,
+                        extra={"step": step, "elapsed": seconds})
+    scores = test_scores(model, test_images, config.size, config.test_crops, config.seed, scale,
+                         progress=progress and len(test_images) > 1000)
     result = {**mean_ap(scores, test_targets, classes), "steps": step, "seconds": seconds,
               "task": config.task, "init": source["init"], "train_from": config.train_from,
               "seed": config.seed}
     if out is not None:
-        from .models import save_checkpoint
-
-        save_checkpoint(out / "checkpoint.pt", model, {
-            "size": config.size, "classes": list(classes), "finetune": asdict(config),
-            "source": source, "test": {"map": result["map"], "map_voc07": result["map_voc07"]}},
+        save_checkpoint(out / "checkpoint.pt", model, {**settings, "test": {
+            "map": result["map"], "map_voc07": result["map_voc07"]}},
             extra={"step": step, "elapsed": seconds})
     return result
 
 
 def evaluate_voc2007(checkpoint: str | Path, root: str | Path | None = None,
-                     split: str = "test", crops: int | None = None, seed: int = 0
-                     ) -> dict[str, Any]:
+                     split: str = "test", crops: int | None = None, seed: int | None = None,
+                     device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """``s3 eval voc2007``: score a fine-tuned classifier (``s3 finetune voc2007 --out``) on
-    VOC 2007's ``split`` with the protocol's test crops. ``root``: where VOC is (default: the
+    VOC 2007's ``split`` with the protocol's test crops (``crops`` and ``seed``: the
+    fine-tuning run's unless given, so the same numbers). ``root``: where VOC is (default: the
     one it was fine-tuned on)."""
     from .data.voc import CLASSES, VOC2007Classification
     from .models import CLASSIFIER_ARCHITECTURE, load_checkpoint
@@ -461,7 +494,9 @@ def evaluate_voc2007(checkpoint: str | Path, root: str | Path | None = None,
     data = VOC2007Classification(root, split)
     scale = (settings.get("scale_min", 0.5), settings.get("scale_max", 2.0))
     crops = crops or settings.get("test_crops", 10)
-    scores = test_scores(model, _Images(voc=data), int(cfg["size"]), crops, seed, scale)
+    seed = settings.get("seed", 0) if seed is None else seed
+    scores = test_scores(model.to(device), _Images(voc=data), int(cfg["size"]), crops, seed,
+                         scale, progress=progress)
     return {**mean_ap(scores, data.targets, CLASSES), "images": len(data), "split": split,
             "crops": crops}
 

@@ -20,9 +20,15 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .fcn import (CLASSIFIER_ARCHITECTURE, FCN_ARCHITECTURE, FCN8s, VGG16Classifier,  # noqa: F401
+from .fcn import (CLASSIFIER_ARCHITECTURE, FCN_ARCHITECTURE, FCN8s, VGG16Classifier,
                   fcn8s_vgg16, fcn_trunk_from_classifier, fold_batchnorm, precise_batchnorm,
                   vgg16_classifier)
+
+__all__ = ["ARCHITECTURE", "ARCHITECTURES", "CLASSIFIER_ARCHITECTURE", "FCN_ARCHITECTURE", "FCN8s",
+           "SegmentationNet", "VGG16Classifier", "build_model", "export_checkpoint",
+           "fcn8s_vgg16", "fcn_trunk_from_classifier", "fold_batchnorm", "level_channels",
+           "load_checkpoint", "precise_batchnorm", "predict_masks", "save_checkpoint",
+           "vgg16_classifier"]
 
 ARCHITECTURE = "s3-unet-v1"
 ARCHITECTURES = (ARCHITECTURE, FCN_ARCHITECTURE, CLASSIFIER_ARCHITECTURE)

@@ -99,6 +99,11 @@ class PretrainConfig:
         if self.data not in ("shapes", "cube") and not Path(self.data).is_dir():
             raise ValueError(f"data: expected shapes, cube or a folder of prepare-video caches, "
                              f"got {self.data!r} (no such folder)")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device: {self.device!r}, but this torch sees no CUDA GPU")
+        if self.amp == "bf16" and not self.device.startswith("cuda"):
+            raise ValueError("amp: bf16 autocast is for GPUs (--device cuda); on the CPU it is "
+                             "slower than float32")
         if self.loss == "supervised" and self.data != "shapes":
             raise ValueError("loss: supervised pre-training needs labels: --data shapes")
         if self.shuffle_flow and self.loss == "supervised":
@@ -252,6 +257,14 @@ def _load_state(path: Path, config: PretrainConfig) -> dict[str, Any]:
     return state
 
 
+def _logged_step(line: str) -> int | None:
+    """The ``step`` of a metrics line; ``None`` for a line a crash cut short."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 # ----------------------------------------------------------------------------- the loop
 def _loss(config: PretrainConfig, net: torch.nn.Module, images: torch.Tensor,
           other: torch.Tensor) -> torch.Tensor:
@@ -291,14 +304,21 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
     reproducible(config.seed, threads=config.threads)
     out = Path(out)
     log_path, state_path = out / "metrics.jsonl", out / "state.pt"
-    state = _load_state(state_path, config) if resume and state_path.is_file() else None
+    found = resume and state_path.is_file()
+    if resume and ranks.world > 1:  # every rank must see the same state (a shared folder)
+        seen = _agree(float(found), ranks, dist.ReduceOp.SUM)
+        if 0 < seen < ranks.world:
+            raise ValueError(f"{state_path}: visible to {seen:.0f} of {ranks.world} processes; "
+                             f"--resume needs --out on a folder every node shares")
+    state = _load_state(state_path, config) if found else None
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         if state is None:
             log_path.unlink(missing_ok=True)
+            state_path.unlink(missing_ok=True)  # never resume an older run's state
         elif log_path.exists():  # drop records past the state (a crash after logging)
             keep = [ln for ln in log_path.read_text().splitlines()
-                    if json.loads(ln)["step"] <= state["step"]]
+                    if _logged_step(ln) is not None and _logged_step(ln) <= state["step"]]
             log_path.write_text("".join(k + "\n" for k in keep))
     data = pretrain_data(config)
     supervised = config.loss == "supervised"
@@ -306,10 +326,14 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
     model = vgg16_classifier(fcn, len(data.classes)) if supervised else fcn
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, epoch, offset, done_before = 0, 0, 0, 0.0
+    # dropout: a stream of its own per process (the weights are rank 0's: DDP broadcasts them)
+    torch.manual_seed(config.seed * 1009 + 17 + ranks.rank)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"][ranks.rank % len(state["rng"])])
+        if state.get("cuda_rng") is not None and ranks.device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda_rng"][ranks.rank % len(state["cuda_rng"])])
         step, epoch, offset = int(state["step"]), int(state["epoch"]), int(state["offset"])
         done_before = float(state["elapsed"])
     model = model.to(ranks.device)
@@ -337,7 +361,17 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
     start = time.perf_counter() - done_before
     window = time.perf_counter()
 
+    def gathered(t: torch.Tensor) -> list[torch.Tensor]:
+        """Every process's ``t`` (a random-generator state), in rank order."""
+        if ranks.world == 1:
+            return [t]
+        items: list = [None] * ranks.world
+        dist.all_gather_object(items, t)
+        return items
+
     def save_state() -> None:
+        rngs = gathered(torch.get_rng_state())
+        cuda = gathered(torch.cuda.get_rng_state()) if ranks.device.startswith("cuda") else None
         if not ranks.main:
             return
         import io
@@ -346,17 +380,19 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
 
         buf = io.BytesIO()
         torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                    "optimizer": opt.state_dict(), "rng": rngs, "cuda_rng": cuda,
                     "step": step, "epoch": epoch, "offset": offset,
                     "elapsed": time.perf_counter() - start, "config": asdict(config)}, buf)
         with atomic_write(state_path) as fh:
             fh.write(buf.getvalue())
 
+    clock = [0.0]  # elapsed seconds, the same on every process (rank 0's clock is the max)
+
     def finished() -> bool:
         if config.steps is not None:
             return step >= config.steps
-        late = time.perf_counter() - start >= 60 * config.minutes
-        return _agree(float(late), ranks, dist.ReduceOp.MAX) > 0  # every rank stops together
+        clock[0] = _agree(time.perf_counter() - start, ranks, dist.ReduceOp.MAX)
+        return clock[0] >= 60 * config.minutes  # every rank stops together
 
     while not finished():
         sampler.set_epoch(epoch)
@@ -369,7 +405,7 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
                 break
             offset += 1
             model.train()
-            spent = budget_spent(config, step, time.perf_counter() - start)
+            spent = budget_spent(config, step, clock[0])  # one learning rate on every rank
             lr = config.lr * 0.5 * (1 + math.cos(math.pi * spent))
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -415,6 +451,7 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
             "world": ranks.world}, extra={"step": step, "elapsed": elapsed})
     if ranks.world > 1:
         dist.barrier()
+        dist.destroy_process_group()
     return records
 
 

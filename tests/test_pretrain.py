@@ -212,11 +212,12 @@ def test_trained_parameters_per_regime():
 
 
 def test_multilabel_loss_ignores_difficult_labels():
-    logits = torch.tensor([[2.0, -1.0, 0.5]])
-    targets = torch.tensor([[1.0, -1.0, 0.0]])
-    expect = (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0))) / 2
+    """Summed over the classes, averaged over the images (the protocol's loss layer)."""
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0]])
+    targets = torch.tensor([[1.0, -1.0, 0.0], [1.0, 1.0, -1.0]])
+    expect = (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0)) + 3 * np.log(2)) / 2
     assert float(multilabel_loss(logits, targets)) == pytest.approx(expect, rel=1e-6)
-    changed = multilabel_loss(torch.tensor([[2.0, -1.0, 50.0]]), targets)
+    changed = multilabel_loss(torch.tensor([[2.0, -1.0, 50.0], [0.0, 0.0, 0.0]]), targets)
     assert float(changed) == pytest.approx(expect, rel=1e-6)
 
 
@@ -274,12 +275,16 @@ def test_summary_and_verdict():
     assert row["mean"] == pytest.approx(np.mean([0.50, 0.55, 0.46]))
     assert verdict(table, "s3-affine", "all") == "helps"
     assert verdict(table, "shuffled-flow", "all").startswith("no evidence")
+    # just above and just below the spread
+    assert verdict(summarise(_records({"s3-affine": [0.02, 0.04, 0.07]})), "s3-affine", "all") == "helps"
+    assert verdict(summarise(_records({"s3-affine": [0.005, 0.01, 0.08]})), "s3-affine",
+                   "all").startswith("no evidence")
     # a control that helps as much takes the claim away
     table = summarise(_records({"s3-affine": [0.10, 0.12, 0.08],
                                 "shuffled-flow": [0.09, 0.1, 0.11]}))
     assert "control" in verdict(table, "s3-affine", "all")
     # a gain inside the spread is no evidence, nor is one seed that loses
-    for gains in ([0.01, 0.05, 0.0005], [0.2, 0.2, -0.01]):
+    for gains in ([0.01, 0.06, 0.0005], [0.2, 0.2, -0.01]):
         table = summarise(_records({"s3-affine": gains, "shuffled-flow": [0.0] * 3}))
         assert verdict(table, "s3-affine", "all").startswith("no evidence"), gains
     assert "s3-affine" in format_table(table)
