@@ -282,7 +282,8 @@ def test_a_hand_written_train_flag_fails_the_generation_check(monkeypatch):
 
     def with_extra(parser, cls, positional=()):
         real(parser, cls, positional)
-        parser.add_argument("--momentum", type=float, default=0.9)
+        if cls is s3lib.train.TrainConfig:  # (s3 finetune has a --momentum of its own)
+            parser.add_argument("--momentum", type=float, default=0.9)
 
     monkeypatch.setattr(cli, "add_config_arguments", with_extra)
     train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
