@@ -350,6 +350,13 @@ def _cmd_eval_voc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_flags(parser: argparse.ArgumentParser, files: str, required: bool) -> None:
+    """``--out`` (a run folder holding ``files``), ``--resume`` and ``--quiet``."""
+    parser.add_argument("--out", required=required, default=None, help=f"run folder: {files}")
+    parser.add_argument("--resume", action="store_true", help="continue from --out's state.pt")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``s3`` (kept separate so tests and docs can inspect it)."""
     parser = argparse.ArgumentParser(
@@ -404,10 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "pretrain ...`. Every flag but --out, --resume and --quiet is a field "
                                    "of s3lib.pretrain.PretrainConfig.")
     add_config_arguments(p, PretrainConfig)
-    p.add_argument("--out", required=True, help="run folder: checkpoint.pt (BN folded), "
-                                                "metrics.jsonl, state.pt")
-    p.add_argument("--resume", action="store_true", help="continue from --out's state.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_flags(p, "checkpoint.pt (BN folded), metrics.jsonl, state.pt", required=True)
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune for classification and report mAP (nb 07)",
@@ -417,11 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--resume, --json and --quiet is a field of "
                                    "s3lib.finetune.FinetuneConfig.")
     add_config_arguments(p, FinetuneConfig, positional=("task",))
-    p.add_argument("--out", default=None, help="run folder: checkpoint.pt, metrics.jsonl, "
-                                               "state.pt")
-    p.add_argument("--resume", action="store_true", help="continue from --out's state.pt")
+    _run_flags(p, "checkpoint.pt, metrics.jsonl, state.pt", required=False)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("transfer", help="notebook 07's transfer grid: 5 arms x 2 regimes x seeds",

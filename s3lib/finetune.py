@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._io import kept_log_lines, load_resumable, save_torch
 from .fcn import (FCN_ARCHITECTURE, FCN8s, VGG16Classifier, fcn8s_vgg16, fold_batchnorm,
                   vgg16_classifier)
 from .metrics import average_precision, voc07_ap
@@ -343,26 +344,6 @@ def learning_rate(config: FinetuneConfig, step: int) -> float:
 RESUMABLE = ("steps", "device", "workers", "threads", "eval_every")
 
 
-def _logged_step(line: str) -> int | None:
-    """The ``step`` of a metrics line; ``None`` for a line a crash cut short."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None
-"""Settings a resumed fine-tuning may change."""
-
-
-def _load_state(path: Path, config: FinetuneConfig) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    mine = {k: v for k, v in asdict(config).items() if k not in RESUMABLE}
-    theirs = {k: v for k, v in state.get("config", {}).items() if k not in RESUMABLE}
-    if mine != theirs:
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        raise ValueError(f"{path}: written with other settings ({', '.join(diff)}); use another "
-                         f"--out or the same settings")
-    return state
-
-
 def finetune(config: FinetuneConfig, out: str | Path | None = None, progress: bool = True,
              resume: bool = False) -> dict[str, Any]:
     """Fine-tune and score on the test split: returns :func:`mean_ap`'s scores with
@@ -392,7 +373,7 @@ def finetune(config: FinetuneConfig, out: str | Path | None = None, progress: bo
         out.mkdir(parents=True, exist_ok=True)
         log_path, state_path = out / "metrics.jsonl", out / "state.pt"
         if resume and state_path.is_file():
-            state = _load_state(state_path, config)
+            state = load_resumable(state_path, asdict(config), RESUMABLE)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
@@ -400,9 +381,7 @@ def finetune(config: FinetuneConfig, out: str | Path | None = None, progress: bo
                 torch.cuda.set_rng_state(state["cuda_rng"])
             step, done_before = int(state["step"]), float(state["elapsed"])
             if log_path.exists():
-                keep = [ln for ln in log_path.read_text().splitlines()
-                        if _logged_step(ln) is not None and _logged_step(ln) <= step]
-                log_path.write_text("".join(k + "\n" for k in keep))
+                log_path.write_text(kept_log_lines(log_path, step))
         else:
             log_path.unlink(missing_ok=True)
     crops = CropSet(train_images, train_targets, config.size, scale)
@@ -417,18 +396,11 @@ def finetune(config: FinetuneConfig, out: str | Path | None = None, progress: bo
     start, running = time.perf_counter() - done_before, []
 
     def save_state() -> None:
-        import io
-
-        from ._io import atomic_write
-
-        buf = io.BytesIO()
-        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                    "cuda_rng": (torch.cuda.get_rng_state() if config.device.startswith("cuda")
-                                 else None), "step": step,
-                    "elapsed": time.perf_counter() - start, "config": asdict(config)}, buf)
-        with atomic_write(state_path) as fh:
-            fh.write(buf.getvalue())
+        save_torch(state_path, {
+            "model": {k: v.cpu() for k, v in model.state_dict().items()},
+            "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if config.device.startswith("cuda") else None,
+            "step": step, "elapsed": time.perf_counter() - start, "config": asdict(config)})
 
     for images, targets in loader:
         if step >= config.steps:

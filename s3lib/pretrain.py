@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ._io import kept_log_lines, load_resumable, save_torch
 from .fcn import fcn8s_vgg16, fcn_trunk_from_classifier, fold_batchnorm, vgg16_classifier
 from .setup import DEFAULT_THREADS, reproducible
 from .train import _opt, budget_spent, motion_loss
@@ -244,27 +245,6 @@ RESUMABLE = ("steps", "minutes", "device", "workers", "threads", "eval_every", "
 """Settings a resumed run may change (the budget and how it runs, not what it computes)."""
 
 
-def _load_state(path: Path, config: PretrainConfig) -> dict[str, Any]:
-    """The training state in ``path``; ``ValueError`` if it was written with other settings."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    stored = state.get("config", {})
-    mine = {k: v for k, v in asdict(config).items() if k not in RESUMABLE}
-    theirs = {k: v for k, v in stored.items() if k not in RESUMABLE}
-    if mine != theirs:
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        raise ValueError(f"{path}: written with other settings ({', '.join(diff)}); use another "
-                         f"--out or the same settings")
-    return state
-
-
-def _logged_step(line: str) -> int | None:
-    """The ``step`` of a metrics line; ``None`` for a line a crash cut short."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 # ----------------------------------------------------------------------------- the loop
 def _loss(config: PretrainConfig, net: torch.nn.Module, images: torch.Tensor,
           other: torch.Tensor) -> torch.Tensor:
@@ -310,16 +290,14 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
         if 0 < seen < ranks.world:
             raise ValueError(f"{state_path}: visible to {seen:.0f} of {ranks.world} processes; "
                              f"--resume needs --out on a folder every node shares")
-    state = _load_state(state_path, config) if found else None
+    state = load_resumable(state_path, asdict(config), RESUMABLE) if found else None
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         if state is None:
             log_path.unlink(missing_ok=True)
             state_path.unlink(missing_ok=True)  # never resume an older run's state
         elif log_path.exists():  # drop records past the state (a crash after logging)
-            keep = [ln for ln in log_path.read_text().splitlines()
-                    if _logged_step(ln) is not None and _logged_step(ln) <= state["step"]]
-            log_path.write_text("".join(k + "\n" for k in keep))
+            log_path.write_text(kept_log_lines(log_path, int(state["step"])))
     data = pretrain_data(config)
     supervised = config.loss == "supervised"
     fcn = fcn8s_vgg16(config.num_segments, config.width, config.batchnorm, config.dropout)
@@ -372,19 +350,12 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
     def save_state() -> None:
         rngs = gathered(torch.get_rng_state())
         cuda = gathered(torch.cuda.get_rng_state()) if ranks.device.startswith("cuda") else None
-        if not ranks.main:
-            return
-        import io
-
-        from ._io import atomic_write
-
-        buf = io.BytesIO()
-        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "optimizer": opt.state_dict(), "rng": rngs, "cuda_rng": cuda,
-                    "step": step, "epoch": epoch, "offset": offset,
-                    "elapsed": time.perf_counter() - start, "config": asdict(config)}, buf)
-        with atomic_write(state_path) as fh:
-            fh.write(buf.getvalue())
+        if ranks.main:
+            save_torch(state_path, {
+                "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(), "rng": rngs, "cuda_rng": cuda, "step": step,
+                "epoch": epoch, "offset": offset, "elapsed": time.perf_counter() - start,
+                "config": asdict(config)})
 
     clock = [0.0]  # elapsed seconds, the same on every process (rank 0's clock is the max)
 
