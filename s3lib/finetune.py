@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 import typing
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -471,8 +471,3 @@ def evaluate_voc2007(checkpoint: str | Path, root: str | Path | None = None,
                          scale, progress=progress)
     return {**mean_ap(scores, data.targets, CLASSES), "images": len(data), "split": split,
             "crops": crops}
-
-
-def config_fields() -> list[str]:
-    """Names of :class:`FinetuneConfig`'s settings (the flags of ``s3 finetune``)."""
-    return [f.name for f in fields(FinetuneConfig)]

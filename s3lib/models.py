@@ -11,7 +11,6 @@ FCN-8s on VGG-16 and its VGG-16 classifier (:mod:`s3lib.fcn`, re-exported here);
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_write
+from ._io import save_torch
 from .fcn import (CLASSIFIER_ARCHITECTURE, FCN_ARCHITECTURE, FCN8s, VGG16Classifier,
                   fcn8s_vgg16, fcn_trunk_from_classifier, fold_batchnorm, precise_batchnorm,
                   vgg16_classifier)
@@ -138,12 +137,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str,
     """Write ``model``'s weights and ``config`` (must include ``size``) atomically to ``path``."""
     if "size" not in config:
         raise ValueError("config: must include the training image 'size'")
-    payload = {"config": {**model.config(), **config}, "model": model.state_dict(),
-               **(extra or {})}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
+    save_torch(path, {"config": {**model.config(), **config}, "model": model.state_dict(),
+                      **(extra or {})})
 
 
 def build_model(config: dict[str, Any], where: str = "config") -> nn.Module:

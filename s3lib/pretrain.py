@@ -24,7 +24,6 @@ Explained in ``notebooks/07_voc07_transfer.ipynb``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import typing
@@ -39,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ._io import kept_log_lines, load_resumable, save_torch
 from .fcn import fcn8s_vgg16, fcn_trunk_from_classifier, fold_batchnorm, vgg16_classifier
 from .setup import DEFAULT_THREADS, reproducible
-from .train import _opt, budget_spent, motion_loss
+from .train import _opt, learning_rate, motion_loss
 
 PretrainLoss = Literal["affine", "entropy", "supervised"]
 Arch = Literal["fcn8s-vgg16"]
@@ -82,6 +81,7 @@ class PretrainConfig:
 
     @property
     def schedule(self) -> str:
+        """Adam's learning rate decays along a cosine (:func:`s3lib.train.learning_rate`)."""
         return "cosine"
 
     def resolved(self) -> PretrainConfig:
@@ -376,8 +376,7 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True,
                 break
             offset += 1
             model.train()
-            spent = budget_spent(config, step, clock[0])  # one learning rate on every rank
-            lr = config.lr * 0.5 * (1 + math.cos(math.pi * spent))
+            lr = learning_rate(config, step, clock[0])  # one learning rate on every rank
             for g in opt.param_groups:
                 g["lr"] = lr
             images = images.to(ranks.device, non_blocking=True)
