@@ -107,9 +107,14 @@ class TrainConfig:
     seed: int = _opt(0, "seed of the network's initialisation, batches and augmentations")
     width: int = _opt(16, "channels of the network's full-resolution level")
     levels: int = _opt(4, "poolings of the U-Net (1-5)")
+    coords: bool = _opt(True, "the network also sees the pixel coordinates (--no-coords: colour "
+                              "only)")
     frames: int = _opt(99, "cube: frames per training sequence")
     gap: int = _opt(1, "cube: train on the flow from frame t to t + GAP (larger motions)")
     eps: float = _opt(DEFAULT_EPS, "ridge of the affine loss's per-segment fit")
+    bins: int = _opt(32, "entropy loss: bins of the speed histograms")
+    max_speed: float = _opt(0.0, "entropy loss: speed (px) of the last bin; 0: each frame's "
+                                 "largest speed")
     eval_every: int = _opt(100, "steps between held-out evaluations (and checkpoints)")
     reseed_every: int = _opt(50, "steps between re-seedings of dead segments (0: never)")
     dead_usage: float = _opt(0.01, "a segment with less than this share of the pixels is dead")
@@ -117,6 +122,8 @@ class TrainConfig:
                                    "mass")
     reseed_until: float = _opt(0.75, "stop re-seeding once this share of the budget is spent "
                                      "(1: to the end)")
+    merge_below: float = _opt(0.0, "also re-seed one of two segments whose merge would cost less "
+                                   "than this per pixel, while another fits worse (0: off)")
     threads: int = _opt(DEFAULT_THREADS, "CPU threads (results repeat exactly for a fixed count)")
     combine: Combine = _opt("segments", "affine loss: per-segment residuals, or the residual of "
                                         "the blended flow")
@@ -165,6 +172,12 @@ class TrainConfig:
         if self.workers and self.dataset == "cube":
             raise ValueError("workers: the cube is rendered in memory; reading ahead is for "
                              "video and Sintel (use 0)")
+        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 2:
+            raise ValueError(f"bins: expected an int >= 2, got {self.bins!r}")
+        for name in ("max_speed", "merge_below"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
         if not self.zoom >= 1:
             raise ValueError(f"zoom: expected a factor >= 1, got {self.zoom!r}")
         if not 1 <= self.gap < self.frames or (self.dataset != "cube" and self.gap != 1):
@@ -185,13 +198,15 @@ class TrainConfig:
 
 
 def motion_loss(name: str, masks: torch.Tensor, flows: torch.Tensor,
-                combine: str = "segments", eps: float = DEFAULT_EPS) -> torch.Tensor:
+                combine: str = "segments", eps: float = DEFAULT_EPS, *, bins: int = 32,
+                max_speed: float = 0.0) -> torch.Tensor:
     """The loss ``name`` (``affine``, ``entropy``, ``marginal``) of ``masks (B, L, H, W)``
-    against ``flows (B, 2, H, W)``: a scalar. ``eps``: the affine fit's ridge."""
+    against ``flows (B, 2, H, W)``: a scalar. ``eps``: the affine fit's ridge; ``bins`` and
+    ``max_speed`` (0: each frame's largest speed): the entropy loss's histograms."""
     if name == "affine":
         return affine_motion_loss(masks, flows, combine=combine, eps=eps)
     if name == "entropy":
-        return entropy_motion_loss(masks, flows)
+        return entropy_motion_loss(masks, flows, bins, max_speed or None)
     if name == "marginal":
         return marginal_likelihood_loss(masks, flows)
     raise ValueError(f"loss: expected one of {LOSSES}, got {name!r}")
@@ -199,14 +214,37 @@ def motion_loss(name: str, masks: torch.Tensor, flows: torch.Tensor,
 
 @torch.no_grad()
 def segment_costs(name: str, masks: torch.Tensor, flows: torch.Tensor,
-                  eps: float = DEFAULT_EPS) -> torch.Tensor:
+                  eps: float = DEFAULT_EPS, *, bins: int = 32, max_speed: float = 0.0
+                  ) -> torch.Tensor:
     """How badly each segment explains its flow, ``(L,)``: the mask-weighted mean affine
-    residual (pixels), or for the entropy loss the mean entropy of its speed histogram."""
+    residual (pixels), or for the entropy loss the mean entropy of its speed histogram
+    (``bins``, ``max_speed``: as in :func:`motion_loss`)."""
     if name == "entropy":
-        hist, _ = speed_histograms(masks, flows)
+        hist, _ = speed_histograms(masks, flows, bins, max_speed or None)
         return histogram_entropy(hist).mean(0)
     rho = motion.segment_residuals(fit_affine(flows, masks, eps), flows)  # (B, L, H, W)
     return (masks * rho).sum((0, 2, 3)) / masks.sum((0, 2, 3)).clamp_min(1e-6)
+
+
+@torch.no_grad()
+def merge_costs(name: str, masks: torch.Tensor, flows: torch.Tensor, eps: float = DEFAULT_EPS,
+                *, bins: int = 32, max_speed: float = 0.0) -> torch.Tensor:
+    """What merging two segments would cost, ``(L, L)`` (``inf`` on the diagonal): for the pair
+    ``(i, j)``, the union's :func:`segment_costs` minus the two segments' own, both weighted by
+    their masses and divided by the union's mass. About 0 for two pieces of one motion (one
+    model explains both as well as two), large for two different motions. ``masks (B, L, H, W)``,
+    ``flows (B, 2, H, W)``. Used by :func:`reseed_dead_segments` (notebook 04)."""
+    num = masks.shape[1]
+    i, j = torch.triu_indices(num, num, 1)
+    unions = masks[:, i] + masks[:, j]                                  # (B, P, H, W)
+    mass = masks.sum((0, 2, 3))
+    own = segment_costs(name, masks, flows, eps, bins=bins, max_speed=max_speed) * mass
+    union = segment_costs(name, unions, flows, eps, bins=bins, max_speed=max_speed)
+    delta = union - (own[i] + own[j]) / (mass[i] + mass[j]).clamp_min(1e-6)
+    out = torch.full((num, num), math.inf, dtype=delta.dtype, device=delta.device)
+    out[i, j] = delta
+    out[j, i] = delta
+    return out
 
 
 def segment_usage(masks: torch.Tensor, by: str = "wins") -> torch.Tensor:
@@ -225,20 +263,34 @@ def segment_usage(masks: torch.Tensor, by: str = "wins") -> torch.Tensor:
 @torch.no_grad()
 def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: torch.Tensor,
                          dead_usage: float, gen: torch.Generator, loss: str = "affine",
-                         by: str = "wins", eps: float = DEFAULT_EPS) -> list[int]:
+                         by: str = "wins", eps: float = DEFAULT_EPS, merge_below: float = 0.0,
+                         *, bins: int = 32, max_speed: float = 0.0) -> list[int]:
     """Give every segment whose :func:`segment_usage` is below ``dead_usage`` the head weights
     of the worst-explained segment (:func:`segment_costs`) plus noise; returns the re-seeded
     indices.
 
     ``masks (B, L, H, W)``, ``flows (B, 2, H, W)``: the current batch. ``by``: ``"wins"``
     (share of the pixels won, the default) or ``"mass"`` (share of the soft mass, the rule of
-    the course's first checkpoints).
+    the course's first checkpoints). ``merge_below > 0``: when no segment is dead, the smaller
+    of the two segments whose merge costs least (:func:`merge_costs`) is re-seeded as if dead,
+    provided that cost is below ``merge_below`` and the worst segment's cost above it: a
+    redundant piece moves to where a model is missing (split and merge; notebook 04).
     """
     usage = segment_usage(masks, by)
     dead = torch.nonzero(usage < dead_usage).flatten().tolist()
+    kw = {"bins": bins, "max_speed": max_speed}
+    if not dead and merge_below > 0:
+        cost = segment_costs(loss, masks, flows, eps, **kw)
+        merge = merge_costs(loss, masks, flows, eps, **kw)
+        a, b = divmod(int(merge.argmin()), merge.shape[1])
+        smaller = a if usage[a] <= usage[b] else b
+        others = cost.clone()
+        others[[a, b]] = -float("inf")
+        if float(merge[a, b]) < merge_below < float(others.max()):
+            dead = [smaller]
     if not dead:
         return []
-    cost = segment_costs(loss, masks, flows, eps).clone()
+    cost = segment_costs(loss, masks, flows, eps, **kw).clone()
     cost[dead] = -float("inf")
     worst = int(cost.argmax())
     w, b = model.head.weight, model.head.bias
@@ -251,10 +303,10 @@ def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: tor
 
 @torch.no_grad()
 def evaluate(model: SegmentationNet, pairs: FlowPairs | LazyPairs, loss: str = "affine",
-             batch: int = 32, combine: str = "segments", eps: float = DEFAULT_EPS
-             ) -> dict[str, Any]:
+             batch: int = 32, combine: str = "segments", eps: float = DEFAULT_EPS,
+             *, bins: int = 32, max_speed: float = 0.0) -> dict[str, Any]:
     """Scores of the network on ``pairs``: ``loss`` (mean over batches; ``eps``: the affine
-    fit's ridge), ``segment_fractions`` (share of the pixels each segment wins, as argmax), and
+    fit's ridge; ``bins``, ``max_speed``: the entropy loss's histograms), ``segment_fractions`` (share of the pixels each segment wins, as argmax), and
     where ``pairs`` has labels, the mean matched ``miou`` and ``fg_ari`` of the hard segments
     over the frames. ``pairs``: in memory, or a lazy data set (video caches, Sintel) read
     ``batch`` pairs at a time (:func:`s3lib.data.pairs.batch_of`: the same numbers)."""
@@ -265,7 +317,8 @@ def evaluate(model: SegmentationNet, pairs: FlowPairs | LazyPairs, loss: str = "
         images, flows, labels = batch_of(pairs, slice(i, i + batch))
         masks = model(images.to(device)).softmax(1)
         flows = flows.to(device)
-        losses.append(float(motion_loss(loss, masks, flows, combine, eps)) * len(masks))
+        losses.append(float(motion_loss(loss, masks, flows, combine, eps, bins=bins,
+                                        max_speed=max_speed)) * len(masks))
         pred = masks.argmax(1).cpu()
         counts = torch.bincount(pred.flatten(), minlength=masks.shape[1])
         wins = counts if wins is None else wins + counts
@@ -406,7 +459,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     ckpt_path, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
     reproducible(config.seed, threads=config.threads)
     pairs, heldout = training_data(config) if data is None else data
-    model = SegmentationNet(config.num_segments, config.width, levels=config.levels)
+    model = SegmentationNet(config.num_segments, config.width, coords=config.coords,
+                            levels=config.levels)
     model = model.to(config.device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
@@ -468,7 +522,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         for group in opt.param_groups:
             group["lr"] = learning_rate(config, step, time.perf_counter() - start)
         masks = model(images).softmax(1)
-        loss = motion_loss(config.loss, masks, flows, config.combine, config.eps)
+        loss = motion_loss(config.loss, masks, flows, config.combine, config.eps,
+                           bins=config.bins, max_speed=config.max_speed)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -477,7 +532,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         if (config.reseed_every and step % config.reseed_every == 0
                 and budget_spent(config, step, time.perf_counter() - start) < config.reseed_until):
             reseed_dead_segments(model, masks.detach(), flows, config.dead_usage, gen, config.loss,
-                                 config.dead_by, config.eps)
+                                 config.dead_by, config.eps, config.merge_below,
+                                 bins=config.bins, max_speed=config.max_speed)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -485,7 +541,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
             rec = {"step": step, "loss": loss_value, "elapsed": time.perf_counter() - start}
             rec.update({("heldout_loss" if k == "loss" else k): v for k, v in
                         evaluate(model, heldout, config.loss, combine=config.combine,
-                                 eps=config.eps).items()})
+                                 eps=config.eps, bins=config.bins,
+                                 max_speed=config.max_speed).items()})
             records.append(rec)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -517,6 +574,7 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, frames
         pairs = load_pairs(data, split)
         where = {"data": str(data), "split": split}
     run = TrainConfig.from_dict(config.get("train", {}), str(path))  # the loss it trained on
-    result = evaluate(model, pairs, loss, combine=run.combine, eps=run.eps)
+    result = evaluate(model, pairs, loss, combine=run.combine, eps=run.eps, bins=run.bins,
+                      max_speed=run.max_speed)
     return {**result, "frames": len(pairs), **where, "size": config["size"],
             "num_segments": config["num_segments"], "loss_name": loss}

@@ -11,10 +11,11 @@ import torch
 
 import s3lib.train
 from s3lib.data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, video_pairs
+from s3lib.losses import entropy_motion_loss
 from s3lib.models import SegmentationNet, load_checkpoint
 from s3lib.motion import DEFAULT_EPS
 from s3lib.train import (TrainConfig, _batch, dihedral, evaluate, evaluate_checkpoint,
-                         budget_spent, learning_rate, motion_loss, reseed_dead_segments, rotate_hue,
+                         budget_spent, learning_rate, merge_costs, motion_loss, reseed_dead_segments, rotate_hue,
                          segment_costs, segment_usage, train, training_data, zoom_crop)
 
 
@@ -426,3 +427,84 @@ def test_eval_of_a_checkpoint_scores_with_the_ridge_it_trained_with(tmp_path):
     model, _ = load_checkpoint(tmp_path / "checkpoint.pt")
     default_ridge = evaluate(model, heldout_cube_pairs(16, frames=3))["loss"]
     assert result["loss"] != pytest.approx(default_ridge, rel=0.05)
+
+
+def two_motion_scene():
+    """An 8x8 flow: the left half translates by (1, 0), the top right quarter by (0, 1), the
+    bottom right quarter rotates. Three soft segments: 0 and 1 split the left half (two pieces
+    of one motion), 2 holds the whole right half (two motions: the worst fit)."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, 8, dtype=torch.float64),
+                          torch.linspace(-1, 1, 8, dtype=torch.float64), indexing="ij")
+    right = torch.stack([torch.where(y < 0, 0.0, -y * 2), torch.where(y < 0, 1.0, x * 2)])
+    flow = torch.where(x < 0, torch.stack([torch.ones_like(x), torch.zeros_like(x)]), right)[None]
+    labels = torch.zeros(8, 8, dtype=torch.long)
+    labels[:4, :4], labels[4:, :4], labels[:, 4:] = 0, 1, 2
+    masks = torch.nn.functional.one_hot(labels, 3).permute(2, 0, 1)[None].double() * 0.98 + 0.01
+    return masks, flow
+
+
+def reference_merge_cost(masks, flows, i, j, eps=1e-6):
+    """Union cost minus the mass-weighted own costs, per pixel of the union, by one fit each."""
+    def cost(m):  # mass-weighted mean residual length of one segment's own affine fit
+        return float(segment_costs("affine", m[:, None], flows, eps)[0])
+    mi, mj = masks[:, i], masks[:, j]
+    own = cost(mi) * float(mi.sum()) + cost(mj) * float(mj.sum())
+    return cost(mi + mj) - own / float((mi + mj).sum())
+
+
+def test_merge_costs_against_one_fit_per_pair():
+    masks, flow = two_motion_scene()
+    got = merge_costs("affine", masks, flow)
+    assert got.shape == (3, 3) and torch.isinf(got.diagonal()).all()
+    assert torch.allclose(got, got.T)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert float(got[i, j]) == pytest.approx(reference_merge_cost(masks, flow, i, j),
+                                                     rel=1e-6, abs=1e-9)
+    # two pieces of one translation merge almost for free (the 1 % leaks of the soft masks
+    # aside); a translation and the right half's two motions do not
+    assert abs(float(got[0, 1])) < 0.02 and float(got[0, 2]) > 0.1
+    entropy = merge_costs("entropy", masks, flow)
+    assert abs(float(entropy[0, 1])) < 0.05 and float(entropy[0, 2]) > 0.1
+
+
+def test_merge_reseeding_moves_a_redundant_piece_to_the_worst_segment():
+    masks, flow = two_motion_scene()
+    worst = float(segment_costs("affine", masks, flow)[2])
+    assert worst > 0.1  # the right half: two motions in one segment
+    for below, expected in ((0.0, []), (0.05, [0]), (2 * worst, [])):
+        net = SegmentationNet(3, width=4)
+        before = net.head.weight.clone()
+        got = reseed_dead_segments(net, masks.float(), flow.float(), 0.01,
+                                   torch.Generator().manual_seed(0), merge_below=below)
+        assert got == expected, below
+        changed = [k for k in range(3) if not torch.equal(net.head.weight[k], before[k])]
+        assert changed == expected
+        if expected:  # the piece now starts from the worst segment's weights
+            w = net.head.weight.detach()
+            assert float((w[0] - before[2]).abs().mean()) < 0.2 * float(before[2].abs().mean())
+
+
+def test_entropy_settings_reach_the_loss(tmp_path):
+    pairs = cube_pairs((0,), size=16, frames=3)
+    masks = torch.full((2, 3, 16, 16), 1 / 3)
+    flows = pairs.flows[:2]
+    default = motion_loss("entropy", masks, flows)
+    assert float(default) == pytest.approx(float(entropy_motion_loss(masks, flows, 32)))
+    assert float(motion_loss("entropy", masks, flows, bins=8)) == pytest.approx(
+        float(entropy_motion_loss(masks, flows, 8)))
+    fixed = motion_loss("entropy", masks, flows, max_speed=3.0)
+    assert float(fixed) == pytest.approx(float(entropy_motion_loss(masks, flows, 32, 3.0)))
+    assert float(fixed) != pytest.approx(float(default))
+    for bad in ({"bins": 1}, {"bins": 2.5}, {"max_speed": -1.0}, {"merge_below": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(steps=1, **bad).validate()
+
+
+def test_no_coords_trains_a_colour_only_network(tmp_path):
+    cfg = TrainConfig(steps=2, minutes=None, size=16, frames=3, width=4, levels=2, batch=2,
+                      coords=False, eval_every=2)
+    train(cfg, tmp_path, progress=False)
+    model, config = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert config["coords"] is False and config["train"]["coords"] is False
+    assert model.coords is False
