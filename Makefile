@@ -67,7 +67,7 @@ test: setup browser
 notebooks: setup
 	$(RUN_ENV) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.kernel_name=$(KERNEL) --ExecutePreprocessor.timeout=1800 \
-	  notebooks/[0-9][0-9]_*.ipynb
+	  notebooks/[0-9][0-9]*_*.ipynb
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/_artifacts

@@ -33,6 +33,7 @@ import torch
 
 from . import motion
 from .data.cube import HELDOUT_SEEDS
+from .data.cube import Look as CubeLook
 from .data.pairs import (FlowPairs, LazyPairs, batch_of, cube_pairs, heldout_cube_pairs,
                          load_pairs, prefetched_batches)
 from .losses import (affine_motion_loss, entropy_motion_loss, fit_affine, histogram_entropy,
@@ -110,6 +111,8 @@ class TrainConfig:
     coords: bool = _opt(True, "the network also sees the pixel coordinates (--no-coords: colour "
                               "only)")
     frames: int = _opt(99, "cube: frames per training sequence")
+    look: CubeLook = _opt("hues", "cube: the textures (hues: a hue per face; pairs, material: "
+                                  "colour alone cannot tell the faces apart; notebook 04b)")
     gap: int = _opt(1, "cube: train on the flow from frame t to t + GAP (larger motions)")
     eps: float = _opt(DEFAULT_EPS, "ridge of the affine loss's per-segment fit")
     bins: int = _opt(32, "entropy loss: bins of the speed histograms")
@@ -361,8 +364,9 @@ def training_data(config: TrainConfig) -> tuple[FlowPairs | LazyPairs, FlowPairs
     """``(train, heldout)`` pairs of a run: cube sequences in memory, or ``config.data``'s
     frames read from disk per batch (:func:`s3lib.data.pairs.load_pairs`; notebooks 05-06)."""
     if config.dataset == "cube":
-        return (cube_pairs(size=config.size, frames=config.frames, gap=config.gap),
-                heldout_cube_pairs(config.size))
+        return (cube_pairs(size=config.size, frames=config.frames, gap=config.gap,
+                           look=config.look),
+                heldout_cube_pairs(config.size, look=config.look))
     return load_pairs(config.data, "train"), load_pairs(config.data, "heldout")
 
 
@@ -568,7 +572,8 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, frames
     if data is None:
         if config.get("dataset", "cube") != "cube":
             raise ValueError(f"{path}: a {config.get('dataset')} checkpoint; give --data")
-        pairs = heldout_cube_pairs(int(config["size"]), frames)
+        look = config.get("train", {}).get("look", "hues")
+        pairs = heldout_cube_pairs(int(config["size"]), frames, look=look)
         where = {"heldout_seeds": list(HELDOUT_SEEDS)}
     else:
         pairs = load_pairs(data, split)

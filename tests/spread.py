@@ -69,7 +69,7 @@ def cell_numbers(path: Path) -> list[tuple[int, str, list[float], str]]:
 
 def compare(dirs: list[Path]) -> None:
     """Print every printed number that differs between the runs in ``dirs``."""
-    names = sorted({p.name for d in dirs for p in d.glob("[0-9][0-9]_*.ipynb")})
+    names = sorted({p.name for d in dirs for p in d.glob("[0-9][0-9]*_*.ipynb")})
     print("runs:", ", ".join(d.name for d in dirs))
     for name in names:
         runs = [cell_numbers(d / name) for d in dirs if (d / name).exists()]
@@ -111,7 +111,7 @@ def main() -> None:
     p.add_argument("dirs", nargs="+", type=Path)
     args = parser.parse_args()
     if args.cmd == "run":
-        nbs = args.notebooks or sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        nbs = args.notebooks or sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
         run(args.out, args.threads, args.env, nbs, args.timeout)
     else:
         compare(args.dirs)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import s3lib.train
+from s3lib.data.cube import HELDOUT_SEEDS, TRAIN_SEEDS, render_cube_sequence
 from s3lib.data.pairs import FlowPairs, cube_pairs, heldout_cube_pairs, video_pairs
 from s3lib.losses import entropy_motion_loss
 from s3lib.models import SegmentationNet, load_checkpoint
@@ -508,3 +509,14 @@ def test_no_coords_trains_a_colour_only_network(tmp_path):
     model, config = load_checkpoint(tmp_path / "checkpoint.pt")
     assert config["coords"] is False and config["train"]["coords"] is False
     assert model.coords is False
+
+
+def test_the_look_reaches_the_training_and_heldout_cubes():
+    cfg = TrainConfig(steps=1, minutes=None, size=16, frames=3, look="pairs")
+    train_pairs, heldout = training_data(cfg)
+    want = render_cube_sequence(3, 16, TRAIN_SEEDS[0], look="pairs")
+    assert torch.equal(train_pairs.images[:2], want.frames[:2])
+    assert torch.equal(heldout.images[:2], render_cube_sequence(3, 16, HELDOUT_SEEDS[0],
+                                                                 look="pairs").frames[:2])
+    hues, _ = training_data(replace(cfg, look="hues"))
+    assert not torch.equal(hues.images[:2], train_pairs.images[:2])

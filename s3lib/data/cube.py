@@ -9,13 +9,23 @@ each face's flow is exactly affine in image coordinates: what the affine motion 
 The background is a textured plane with its own affine (similarity) motion, so that no segment
 can explain it with zero motion for free.
 
+Three looks. ``look="hues"`` (the default, the cube the course's networks are trained on) gives
+every face a saturated hue of its own: colour alone segments it nearly as well as a network
+(k-means on pixel colours; notebook 04). ``look="pairs"`` paints every face with stripes of two
+of the cube's three colours, each colour on two of the three faces in view, lit by a fixed
+light: no colour belongs to one face, while a few neighbouring pixels show which pair a face
+has. ``look="material"`` gives the whole cube one hue; faces differ only in their stripes'
+direction and their shading. Appendix notebook 04b measures all three.
+
 Explained in ``notebooks/04_cube_toy.ipynb``.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +35,12 @@ TRAIN_SEEDS = (0, 1, 2, 3, 4)
 HELDOUT_SEEDS = (1000, 1001, 1002)
 """Held-out sequences: seeds never used for training (new textures, new motions)."""
 NUM_FACES = 6
+Look = Literal["hues", "pairs", "material"]
+LOOKS: tuple[str, ...] = ("hues", "pairs", "material")
+LIGHT = (-0.45, -0.55, -0.70)
+"""Direction towards the light in camera coordinates (the camera looks along +z)."""
+SHADE = {"pairs": (0.55, 0.45), "material": (0.3, 0.7)}
+"""Lambertian shading of the shaded looks: ``ambient + diffuse * max(n . light, 0)``."""
 
 
 @dataclass
@@ -48,9 +64,11 @@ def _rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=torch.float64) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
 
 
-def _texture(gen: torch.Generator, size: int, hue: float, saturation: float = 0.8) -> torch.Tensor:
-    """A ``(3, size, size)`` texture: one saturated hue (the face's colour) modulated by
-    grey-level blobs and stripes, so faces differ in colour and every face has texture."""
+def _texture(gen: torch.Generator, size: int, hue: float, saturation: float = 0.8,
+             stripes_weight: float = 0.15, base: float = 0.45) -> torch.Tensor:
+    """A ``(3, size, size)`` texture: one saturated hue modulated by grey-level blobs and by
+    stripes in a random direction: brightness ``base + 0.25 blobs + 0.15 detail +
+    stripes_weight stripes``."""
     low = torch.rand(1, 1, 6, 6, generator=gen, dtype=torch.float64)
     blobs = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=True)[0]
     mid = torch.rand(1, 1, 16, 16, generator=gen, dtype=torch.float64)
@@ -60,10 +78,26 @@ def _texture(gen: torch.Generator, size: int, hue: float, saturation: float = 0.
     angle = float(torch.rand((), generator=gen)) * math.pi
     freq = 3 + 5 * float(torch.rand((), generator=gen))
     stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * freq * (xs * math.cos(angle) + ys * math.sin(angle)))
-    import colorsys
-
     tint = torch.tensor(colorsys.hsv_to_rgb(hue % 1.0, saturation, 1.0), dtype=torch.float64)[:, None, None]
-    tex = tint * (0.45 + 0.25 * blobs + 0.15 * detail + 0.15 * stripes)
+    tex = tint * (base + 0.25 * blobs + 0.15 * detail + stripes_weight * stripes)
+    return tex.clamp(0, 1)
+
+
+def _pair_texture(gen: torch.Generator, size: int, hue_a: float, hue_b: float,
+                  saturation: float = 0.8) -> torch.Tensor:
+    """A ``(3, size, size)`` texture of stripes alternating between two saturated hues, in a
+    random direction, modulated in brightness by soft blobs."""
+    low = torch.rand(1, 1, 6, 6, generator=gen, dtype=torch.float64)
+    blobs = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=True)[0]
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size, dtype=torch.float64),
+                            torch.linspace(0, 1, size, dtype=torch.float64), indexing="ij")
+    angle = float(torch.rand((), generator=gen)) * math.pi
+    freq = 4 + 3 * float(torch.rand((), generator=gen))
+    wave = torch.sin(2 * math.pi * freq * (xs * math.cos(angle) + ys * math.sin(angle)))
+    mix = (0.5 + 0.5 * torch.tanh(3 * wave))[None]  # 1: colour a, 0: colour b, soft edges
+    tint = [torch.tensor(colorsys.hsv_to_rgb(h % 1.0, saturation, 1.0),
+                         dtype=torch.float64)[:, None, None] for h in (hue_a, hue_b)]
+    tex = (tint[0] * mix + tint[1] * (1 - mix)) * (0.75 + 0.25 * blobs)
     return tex.clamp(0, 1)
 
 
@@ -76,7 +110,7 @@ def _sample(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 
 def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0,
-                         gap: int = 1) -> CubeSequence:
+                         gap: int = 1, look: Look = "hues") -> CubeSequence:
     """Render a textured cube moving over a moving textured background, with exact flow.
 
     Orthographic camera along +z; image coordinates are pixels (x right, y down). The cube
@@ -88,7 +122,10 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0,
 
     Args:
         num_frames: ``T`` >= 2. size: image side ``H = W`` >= 8. seed: textures and motion.
-        gap: the flow's frame step ``K`` (``s3 train cube --gap``).
+        gap: the flow's frame step (``s3 train cube --gap``).
+        look: ``"hues"`` (a hue per face, no shading), ``"pairs"`` (stripes of two of three
+            colours on every face, Lambertian shading by :data:`LIGHT`) or ``"material"`` (one
+            hue for the whole cube, stripes in a direction of each face's own, shaded).
 
     Returns:
         A :class:`CubeSequence`; ``flows[t]`` is the exact forward flow from frame ``t`` to
@@ -99,6 +136,8 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0,
         raise ValueError(f"num_frames: expected an int >= 2, got {num_frames!r}")
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"size: expected an int >= 8, got {size!r}")
+    if look not in LOOKS:
+        raise ValueError(f"look: expected one of {LOOKS}, got {look!r}")
     if not isinstance(gap, int) or isinstance(gap, bool) or not 1 <= gap < num_frames:
         raise ValueError(f"gap: expected an int in [1, num_frames - 1 = {num_frames - 1}], "
                          f"got {gap!r}")
@@ -108,8 +147,21 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0,
     hues = (torch.arange(NUM_FACES + 1, dtype=torch.float64) / (NUM_FACES + 1)
             + float(rnd(()))).tolist()
     perm = torch.randperm(NUM_FACES + 1, generator=gen).tolist()
-    textures = [_texture(gen, tex_size, hues[perm[i]]) for i in range(NUM_FACES + 1)]
-    background = _texture(gen, 2 * tex_size, hues[perm[0]] + 0.5) * 0.8
+    # the earlier cube draws its textures from the seed's stream (its sequences are unchanged);
+    # the other looks from a stream of their own, so they share a seed's geometry and motion
+    tex_gen = gen if look == "hues" else torch.Generator().manual_seed(int(seed) + 7_000_003)
+    if look == "hues":
+        textures = [_texture(tex_gen, tex_size, hues[perm[i]]) for i in range(NUM_FACES + 1)]
+    elif look == "material":  # the cube's hue on every face, stronger stripes to show the faces
+        textures = [_texture(tex_gen, tex_size, hues[perm[1]], stripes_weight=0.3, base=0.2)
+                    for i in range(NUM_FACES + 1)]
+    else:  # face 2a+1 or 2a+2 (axis a): stripes of colours a and a+1 of three
+        palette = [hues[perm[1]], hues[perm[1]] + 1 / 3, hues[perm[1]] + 2 / 3]
+        textures = [None] + [_pair_texture(tex_gen, tex_size, palette[(f // 2) % 3],
+                                           palette[(f // 2 + 1) % 3]) for f in range(NUM_FACES)]
+    background = _texture(tex_gen, 2 * tex_size, hues[perm[0]] + 0.5) * 0.8
+    light = torch.tensor(LIGHT, dtype=torch.float64)
+    light = light / light.norm()
 
     half = 0.22 * size
     r0 = _rodrigues((rnd(3) * 2 - 1) * math.pi)
@@ -166,6 +218,10 @@ def render_cube_sequence(num_frames: int = 99, size: int = 64, seed: int = 0,
                 other = [a for a in range(3) if a != (f_id - 1) // 2]
                 uv = (q[sel][:, other] + half) / (2 * half)
                 colour[sel] = _sample(textures[f_id], uv.clamp(0, 1))
+                if look != "hues":  # Lambertian: ambient plus the light along the normal
+                    normal = rot[:, (f_id - 1) // 2] * (-1.0 if f_id % 2 else 1.0)  # 2a+1: -half
+                    ambient, diffuse = SHADE[look]
+                    colour[sel] *= ambient + diffuse * max(float(normal @ light), 0.0)
         m_t, b_t = bg_map(t)
         m_t1, b_t1 = bg_map(t + gap)
         w = (pix - b_t) @ torch.linalg.inv(m_t).T  # texture coordinate of each pixel

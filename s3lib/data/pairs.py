@@ -244,20 +244,22 @@ class LazyPairs(Dataset):
         return ""
 
 
-def cube_pairs(seeds=TRAIN_SEEDS, size: int = 64, frames: int = 99, gap: int = 1) -> FlowPairs:
+def cube_pairs(seeds=TRAIN_SEEDS, size: int = 64, frames: int = 99, gap: int = 1,
+               look: str = "hues") -> FlowPairs:
     """The frame pairs ``(t, t + gap)`` of the cube sequences ``seeds`` (``frames`` frames each)
     with their exact flow and frame ``t``'s face labels (``(frames - gap) * len(seeds)`` pairs).
-    A larger ``gap`` gives larger motions, still exactly affine on each face (notebook 04)."""
-    seqs = [render_cube_sequence(frames, size, s, gap=gap) for s in seeds]
+    A larger ``gap`` gives larger motions, still exactly affine on each face (notebook 04);
+    ``look``: the cube's textures (:func:`s3lib.data.cube.render_cube_sequence`; appendix 04b)."""
+    seqs = [render_cube_sequence(frames, size, s, gap=gap, look=look) for s in seeds]
     return FlowPairs(torch.cat([q.frames[:-gap] for q in seqs]),
                      torch.cat([q.flows for q in seqs]),
                      torch.cat([q.labels[:-gap] for q in seqs]),
                      [f"cube{q.seed}:{t}" for q in seqs for t in range(frames - gap)])
 
 
-def heldout_cube_pairs(size: int = 64, frames: int = 25) -> FlowPairs:
-    """The held-out cube sequences (:data:`s3lib.data.cube.HELDOUT_SEEDS`)."""
-    return cube_pairs(HELDOUT_SEEDS, size, frames)
+def heldout_cube_pairs(size: int = 64, frames: int = 25, look: str = "hues") -> FlowPairs:
+    """The held-out cube sequences (:data:`s3lib.data.cube.HELDOUT_SEEDS`) of ``look``."""
+    return cube_pairs(HELDOUT_SEEDS, size, frames, look=look)
 
 
 class VideoPairs(LazyPairs):
