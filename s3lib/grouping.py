@@ -12,7 +12,9 @@ of two ways:
   Bayesian linear regression, :func:`log_evidence`.
 
 Soft segments ``m`` in [0, 1] enter as exponents: pixel ``u`` contributes ``p(f_u|theta)^m_lu``
-to region ``l`` (a hard segmentation is the special case of 0/1 masks).
+to region ``l`` (a hard segmentation is the special case of 0/1 masks). This tempered, weighted
+likelihood is the course's own choice: the paper only says that it adapts the formulation to
+soft segments.
 
 Shapes: flow ``(B, 2, H, W)`` in pixels; masks ``(B, L, H, W)``; motion parameters
 ``(B, L, 2, K)`` with ``K = 3`` (affine) or ``6`` (quadratic). The fits themselves (basis,
@@ -23,8 +25,10 @@ normal equations, solve) are :mod:`s3lib.motion`'s. Explained in
 from __future__ import annotations
 
 import math
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
+import numpy as np
 import torch
 
 from .motion import (DEFAULT_EPS, Model, check_inputs, homogeneous_coordinates, predict,
@@ -105,18 +109,19 @@ def log_evidence(masks: torch.Tensor, flow: torch.Tensor, sigma: float = 1.0,
                  per_region: bool = False) -> torch.Tensor:
     """Log marginal likelihood of the flow under a segmentation, parameters integrated out (eq. 1).
 
-    Each region's motion ``A`` (``2 x K``) has the prior ``N(0, prior_std^2 I)`` (in pixels, per
-    unit of normalised coordinate), the noise is ``N(0, sigma^2 I)`` and pixel ``u`` counts with
-    weight ``m_lu``. For one flow component with ``beta = 1 / sigma^2``,
-    ``alpha = 1 / prior_std^2``, ``S = alpha I + beta sum_u m_u phi_u phi_u^T``,
-    ``b = beta sum_u m_u f_u phi_u`` and ``M = sum_u m_u``:
+    Each region's motion ``A_l`` (``2 x K``) has the prior ``N(0, tau^2 I)`` (``tau =
+    prior_std``, in pixels per unit of normalised coordinate), the noise is ``N(0, sigma^2 I)``
+    and pixel ``u`` counts with weight ``m_lu``. For one flow component ``c`` with
+    ``beta = 1 / sigma^2``, ``alpha = 1 / tau^2``, the posterior precision
+    ``Lambda_l = alpha I + beta sum_u m_lu phi_u phi_u^T``, ``b_l = beta sum_u m_lu f_uc phi_u``
+    and the segment's mass ``N pi_l = sum_u m_lu``:
 
-    ``log Z = -M/2 log(2 pi sigma^2) + K/2 log(alpha) - 1/2 log|S| - beta/2 sum_u m_u f_u^2
-    + 1/2 b^T S^-1 b``
+    ``log Z_lc = -N pi_l / 2 log(2 pi sigma^2) + K/2 log(alpha) - 1/2 log|Lambda_l|
+    - beta/2 sum_u m_lu f_uc^2 + 1/2 b_l^T Lambda_l^-1 b_l``
 
     (Bayesian linear regression; Bishop, PRML, sec. 3.5). Unlike the maximised likelihood it
-    charges every region for the parameters it uses (the ``log|S|`` Occam factor), so it stops
-    rewarding extra regions once the motion is explained.
+    charges every region for the parameters it uses (the ``log|Lambda_l|`` Occam factor), so it
+    stops rewarding extra regions once the motion is explained.
 
     Returns:
         ``(B,)`` log evidences in nats (or ``(B, L)`` with ``per_region``).
@@ -145,5 +150,51 @@ def log_evidence(masks: torch.Tensor, flow: torch.Tensor, sigma: float = 1.0,
     return terms if per_region else terms.sum(-1)
 
 
+@dataclass
+class StripScores:
+    """Eq. (2) and eq. (1) of vertical-strip segmentations of one flow field (see
+    :func:`score_strips`): ``max_loglik`` and ``evidence``, each ``(P,)`` NumPy, in nats for the
+    whole image (divide by ``num_pixels`` for nats per pixel)."""
+
+    max_loglik: np.ndarray
+    evidence: np.ndarray
+    num_pixels: int
+
+
+def score_strips(flow: torch.Tensor, cut_sets: Sequence[Sequence[int]], softness: float = 0.0,
+                 sigma: float = 0.5, prior_std: float = 5.0) -> StripScores:
+    """Score ``P`` vertical-strip segmentations of ``flow`` with eq. (2) and eq. (1).
+
+    The masks are :func:`s3lib.regions.strip_masks` ``(P, L, W, W)`` of ``cut_sets`` (``P``
+    sets of ``L - 1`` cuts each; sets of different lengths, i.e. different ``L``, are scored
+    batch by batch and returned in their order); eq. (2) is :func:`max_log_likelihood` (Gaussian, ``scale =
+    sigma``) and eq. (1) :func:`log_evidence` (noise ``sigma``, prior std ``prior_std``), the
+    parameters being each strip's affine motion. The boundary explorer of
+    ``notebooks/01_grouping_model.ipynb`` calls it for every boundary column at a fixed ``L``
+    and for ``L = 1, 2, ...`` at a fixed boundary.
+
+    Args:
+        flow: ``(2, W, W)`` or ``(1, 2, W, W)`` pixels (a square field).
+        softness: ramp width of each cut (pixels). sigma, prior_std: pixels, > 0.
+    """
+    from .regions import strip_masks
+
+    f = flow[0] if flow.ndim == 4 and flow.shape[0] == 1 else flow
+    if f.ndim != 3 or f.shape[0] != 2 or f.shape[1] != f.shape[2]:
+        raise ValueError(f"flow: expected a square (2, W, W) field, got {tuple(flow.shape)}")
+    size = f.shape[-1]
+    sets = [list(c) for c in cut_sets]
+    if not sets:
+        raise ValueError("cut_sets: expected at least one set of cuts")
+    max_ll, evidence = np.zeros(len(sets)), np.zeros(len(sets))
+    for length in sorted({len(c) for c in sets}):  # one batch per number of segments
+        idx = [i for i, c in enumerate(sets) if len(c) == length]
+        masks = strip_masks(size, [sets[i] for i in idx], softness, dtype=f.dtype)
+        flows = f[None].expand(len(idx), -1, -1, -1)
+        max_ll[idx] = max_log_likelihood(masks, flows, scale=sigma).cpu().numpy()
+        evidence[idx] = log_evidence(masks, flows, sigma=sigma, prior_std=prior_std).cpu().numpy()
+    return StripScores(max_ll, evidence, size * size)
+
+
 __all__ = ["Model", "Residual", "homogeneous_coordinates", "check_inputs", "fit_motion",
-           "max_log_likelihood", "log_evidence"]
+           "max_log_likelihood", "log_evidence", "StripScores", "score_strips"]

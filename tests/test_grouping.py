@@ -435,3 +435,44 @@ def test_bad_options_raise(call):
     masks, flow = _ok_inputs()
     with pytest.raises(ValueError):
         call(masks, flow)
+
+
+# ----------------------------------------------------------------------------- strips (01's explorer)
+def test_score_strips_matches_direct_scores_of_hand_made_masks():
+    """score_strips on cut sets of mixed length = eq. (2) and eq. (1) of one-hot column masks
+    built here, in the order given."""
+    from s3lib.analysis import two_motion_flow
+    from s3lib.grouping import score_strips
+
+    size, sigma, prior_std = 20, 0.4, 5.0
+    flow = two_motion_flow(size, 12, 0.3)
+    cut_sets = [[12], [], [5, 12], [12], [3, 9, 15]]
+    scores = score_strips(flow, cut_sets, softness=0.0, sigma=sigma, prior_std=prior_std)
+    assert scores.num_pixels == size * size
+    for i, cuts in enumerate(cut_sets):
+        labels = np.broadcast_to(np.digitize(np.arange(size), cuts), (size, size))
+        masks = torch.from_numpy(np.eye(len(cuts) + 1)[labels].transpose(2, 0, 1).copy())[None]
+        ll = max_log_likelihood(masks, flow[None], scale=sigma).item()
+        ev = log_evidence(masks, flow[None], sigma=sigma, prior_std=prior_std).item()
+        assert scores.max_loglik[i] == pytest.approx(ll, rel=1e-9), cuts
+        assert scores.evidence[i] == pytest.approx(ev, rel=1e-9), cuts
+    assert scores.max_loglik[0] == scores.max_loglik[3]
+
+
+def test_score_strips_eq2_rises_with_more_strips_eq1_peaks_at_the_truth():
+    from s3lib.analysis import two_motion_flow
+    from s3lib.grouping import score_strips
+    from s3lib.regions import strip_cuts
+
+    flow = two_motion_flow(32, 18, 0.3)
+    s = score_strips(flow, [strip_cuts(18, 32, k) for k in range(1, 6)], sigma=0.3)
+    assert np.all(np.diff(s.max_loglik) > 0)
+    assert int(np.argmax(s.evidence)) == 1
+
+
+@pytest.mark.parametrize("flow", [torch.zeros(2, 8, 9), torch.zeros(3, 8, 8), torch.zeros(8, 8)])
+def test_score_strips_bad_flow(flow):
+    from s3lib.grouping import score_strips
+
+    with pytest.raises(ValueError, match="flow"):
+        score_strips(flow, [[4]])
