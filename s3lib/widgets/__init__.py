@@ -11,7 +11,8 @@ observer updated, and a notebook cell after the widget can call the same method 
 ``tests/test_browser.py``.
 
 - :func:`flow_explorer` (``00_overview``): frame pairs, gap and flow method of a clip.
-- :func:`boundary_explorer` (``01_grouping_model``): a region boundary scored by eq. (1)-(2).
+- :func:`boundary_explorer` (``01_grouping_model``): strip segmentations scored by eq. (1)-(2),
+  boundary / segments L / softness / noise / the model's sigma.
 - :func:`freemask_explorer` (``02_affine_motion_loss``): free-mask segmentation, L / robust / noise.
 - :func:`entropy_explorer` (``03_entropy_motion_loss``): speed histograms, bins / noise.
 - :func:`cube_explorer` (``04_cube_toy``): segments, rebuilt flow and residuals along a held-out
