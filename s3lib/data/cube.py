@@ -64,22 +64,37 @@ def _rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=torch.float64) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
 
 
+def _smooth_noise(gen: torch.Generator, cells: int, size: int, mode: str) -> torch.Tensor:
+    """``(1, size, size)`` noise in [0, 1]: a random ``cells`` x ``cells`` grid interpolated."""
+    low = torch.rand(1, 1, cells, cells, generator=gen, dtype=torch.float64)
+    return F.interpolate(low, size=(size, size), mode=mode, align_corners=True)[0]
+
+
+def _grating(gen: torch.Generator, size: int, freq_min: float, freq_span: float) -> torch.Tensor:
+    """``(size, size)`` ``sin`` stripes in a random direction, ``freq_min`` to ``freq_min +
+    freq_span`` periods across the texture."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size, dtype=torch.float64),
+                            torch.linspace(0, 1, size, dtype=torch.float64), indexing="ij")
+    angle = float(torch.rand((), generator=gen)) * math.pi
+    freq = freq_min + freq_span * float(torch.rand((), generator=gen))
+    return torch.sin(2 * math.pi * freq * (xs * math.cos(angle) + ys * math.sin(angle)))
+
+
+def _tint(hue: float, saturation: float) -> torch.Tensor:
+    """``(3, 1, 1)`` RGB of a hue (turns, wrapped) at full value."""
+    return torch.tensor(colorsys.hsv_to_rgb(hue % 1.0, saturation, 1.0),
+                        dtype=torch.float64)[:, None, None]
+
+
 def _texture(gen: torch.Generator, size: int, hue: float, saturation: float = 0.8,
              stripes_weight: float = 0.15, base: float = 0.45) -> torch.Tensor:
     """A ``(3, size, size)`` texture: one saturated hue modulated by grey-level blobs and by
     stripes in a random direction: brightness ``base + 0.25 blobs + 0.15 detail +
     stripes_weight stripes``."""
-    low = torch.rand(1, 1, 6, 6, generator=gen, dtype=torch.float64)
-    blobs = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=True)[0]
-    mid = torch.rand(1, 1, 16, 16, generator=gen, dtype=torch.float64)
-    detail = F.interpolate(mid, size=(size, size), mode="bilinear", align_corners=True)[0]
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, size, dtype=torch.float64),
-                            torch.linspace(0, 1, size, dtype=torch.float64), indexing="ij")
-    angle = float(torch.rand((), generator=gen)) * math.pi
-    freq = 3 + 5 * float(torch.rand((), generator=gen))
-    stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * freq * (xs * math.cos(angle) + ys * math.sin(angle)))
-    tint = torch.tensor(colorsys.hsv_to_rgb(hue % 1.0, saturation, 1.0), dtype=torch.float64)[:, None, None]
-    tex = tint * (base + 0.25 * blobs + 0.15 * detail + stripes_weight * stripes)
+    blobs = _smooth_noise(gen, 6, size, "bicubic")
+    detail = _smooth_noise(gen, 16, size, "bilinear")
+    stripes = 0.5 + 0.5 * _grating(gen, size, 3, 5)
+    tex = _tint(hue, saturation) * (base + 0.25 * blobs + 0.15 * detail + stripes_weight * stripes)
     return tex.clamp(0, 1)
 
 
@@ -87,17 +102,9 @@ def _pair_texture(gen: torch.Generator, size: int, hue_a: float, hue_b: float,
                   saturation: float = 0.8) -> torch.Tensor:
     """A ``(3, size, size)`` texture of stripes alternating between two saturated hues, in a
     random direction, modulated in brightness by soft blobs."""
-    low = torch.rand(1, 1, 6, 6, generator=gen, dtype=torch.float64)
-    blobs = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=True)[0]
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, size, dtype=torch.float64),
-                            torch.linspace(0, 1, size, dtype=torch.float64), indexing="ij")
-    angle = float(torch.rand((), generator=gen)) * math.pi
-    freq = 4 + 3 * float(torch.rand((), generator=gen))
-    wave = torch.sin(2 * math.pi * freq * (xs * math.cos(angle) + ys * math.sin(angle)))
-    mix = (0.5 + 0.5 * torch.tanh(3 * wave))[None]  # 1: colour a, 0: colour b, soft edges
-    tint = [torch.tensor(colorsys.hsv_to_rgb(h % 1.0, saturation, 1.0),
-                         dtype=torch.float64)[:, None, None] for h in (hue_a, hue_b)]
-    tex = (tint[0] * mix + tint[1] * (1 - mix)) * (0.75 + 0.25 * blobs)
+    blobs = _smooth_noise(gen, 6, size, "bicubic")
+    mix = (0.5 + 0.5 * torch.tanh(3 * _grating(gen, size, 4, 3)))[None]  # 1: colour a, 0: b
+    tex = (_tint(hue_a, saturation) * mix + _tint(hue_b, saturation) * (1 - mix)) * (0.75 + 0.25 * blobs)
     return tex.clamp(0, 1)
 
 
