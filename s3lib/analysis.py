@@ -8,7 +8,8 @@ widget's label and a notebook's table are computed the same way. By notebook:
 - ``01_grouping_model``: :func:`two_motion_flow`, :func:`boundary_masks`,
   :func:`scan_boundaries` / :class:`BoundaryScan` (eq. (1)-(2) of every vertical split).
 - ``02_affine_motion_loss``: :func:`run_free_masks` (free-mask segmentation, the baseline
-  without a network).
+  without a network, of the flow :func:`free_mask_flow` builds), :func:`add_outliers` and
+  :func:`penalty_trial` / :class:`PenaltyTrial` (robust penalties against noise and outliers).
 - ``03_entropy_motion_loss``: :func:`comparison_masks` (true / mixed / uniform segments) and
   :func:`speed_entropies` (their speed histograms, entropies and losses).
 - ``04_cube_toy``: :func:`frame_scores` / :class:`CubeScores` (mIoU, share, mean residual).
@@ -23,6 +24,8 @@ inputs) with the ridge :data:`s3lib.motion.DEFAULT_EPS` unless an ``eps`` is giv
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import math
 
 import numpy as np
 import torch
@@ -122,19 +125,108 @@ def scan_boundaries(flow: torch.Tensor, softness: float, sigma: float = 0.5,
 
 
 # ----------------------------------------------------------------------------- 02: free masks
-def run_free_masks(size: int, num_segments: int, robust: str, noise: float, steps: int,
-                   seed: int = 0, stride: int = 1, restarts: int = 1
-                   ) -> tuple[FreeMaskResult, torch.Tensor]:
-    """Segment the scene ``piecewise_affine_flow(size, 3, seed)`` (with ``noise`` px of
-    estimated-flow-like noise) into ``num_segments`` with the affine loss; returns the result
-    (masks ``(L, size, size)``, losses and mIoUs along the way) and the true labels
-    ``(size, size)`` int64. The free-mask baseline of ``02_affine_motion_loss``."""
+OUTLIER_SIZE = 10.0
+"""Largest component (px) of the random vectors :func:`add_outliers` puts on outlier pixels in
+``02_affine_motion_loss`` (its fields move by at most about 4.5 px)."""
+
+
+def add_outliers(flow: torch.Tensor, fraction: float, size: float = OUTLIER_SIZE,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gross errors without dense noise: a random ``fraction`` of the pixels of ``flow
+    (2, H, W)`` (px) get random vectors whose two components are uniform in ``[-size, size]``
+    px, as estimated flow has at occlusions; every other pixel keeps its flow exactly
+    (``02_affine_motion_loss``).
+
+    Returns:
+        ``(corrupted flow (2, H, W)`` in ``flow``'s dtype, ``outliers (H, W)`` bool: the pixels
+        replaced``)``; seeded by ``seed``, so the same call gives the same pixels.
+    """
+    if not isinstance(flow, torch.Tensor) or flow.ndim != 3 or flow.shape[0] != 2:
+        raise ValueError(f"flow: expected a (2, H, W) tensor, got "
+                         f"{tuple(flow.shape) if hasattr(flow, 'shape') else type(flow).__name__}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 <= fraction <= 1:
+        raise ValueError(f"fraction: expected a share of the pixels in [0, 1], got {fraction!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 <= size < math.inf:
+        raise ValueError(f"size: expected a finite, non-negative number of pixels, got {size!r}")
+    gen = torch.Generator().manual_seed(seed)
+    h, w = flow.shape[1:]
+    bad = torch.rand(h, w, generator=gen, dtype=torch.float64) < fraction
+    wild = (torch.rand(2, h, w, generator=gen, dtype=torch.float64) * 2 - 1) * size
+    return torch.where(bad, wild.to(flow.dtype), flow), bad
+
+
+def free_mask_flow(size: int, noise: float = 0.0, outliers: float = 0.0, seed: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flow the free-mask explorer of ``02_affine_motion_loss`` segments: the scene
+    ``piecewise_affine_flow(size, 3, seed)``, with ``noise`` px of estimated-flow-like noise
+    (:func:`s3lib.data.synthetic.add_flow_noise`), then a share ``outliers`` of the pixels
+    replaced by gross errors (:func:`add_outliers`, components up to :data:`OUTLIER_SIZE` px).
+
+    Returns ``(flow (2, size, size)`` float32 px, ``labels (size, size)`` int64 true regions``)``.
+    """
     scene = piecewise_affine_flow(size, 3, seed=seed)
     flow = add_flow_noise(scene.flow, noise, seed=seed)
+    if outliers > 0:
+        flow = add_outliers(flow, outliers, OUTLIER_SIZE, seed=seed)[0]
+    return flow, scene.labels
+
+
+def run_free_masks(size: int, num_segments: int, robust: str, noise: float, steps: int,
+                   seed: int = 0, stride: int = 1, restarts: int = 1, outliers: float = 0.0
+                   ) -> tuple[FreeMaskResult, torch.Tensor]:
+    """Segment the flow of :func:`free_mask_flow` (``size``, ``noise``, ``outliers``,
+    ``seed``) into ``num_segments`` with the affine loss and the penalty ``robust``; returns the
+    result (masks ``(L, size, size)``, losses and mIoUs along the way) and the true labels
+    ``(size, size)`` int64. The free-mask baseline of ``02_affine_motion_loss``."""
+    flow, labels = free_mask_flow(size, noise, outliers, seed)
     result = segment_flow(flow, num_segments, lambda m, f: affine_motion_loss(m, f, robust=robust),
-                          steps=steps, labels=scene.labels, record_every=max(steps // 30, 1),
+                          steps=steps, labels=labels, record_every=max(steps // 30, 1),
                           stride=stride, restarts=restarts)
-    return result, scene.labels
+    return result, labels
+
+
+@dataclass
+class PenaltyTrial:
+    """One free-mask run of :func:`penalty_trial`: ``masks (L, H, W)`` found, ``miou`` (their
+    matched mIoU), ``found_loss`` (their loss) and ``true_loss`` (the loss of the true regions as
+    one-hot masks), both with the run's penalty and in its unit (px; px^2 for L2).
+
+    ``true_loss < found_loss``: the loss ranks the true regions first and the optimiser missed
+    them; ``true_loss >= found_loss``: the loss itself prefers the wrong segmentation."""
+
+    masks: torch.Tensor
+    miou: float
+    found_loss: float
+    true_loss: float
+
+    @property
+    def loss_prefers_truth(self) -> bool:
+        """Whether the true regions score lower than the masks found."""
+        return self.true_loss < self.found_loss
+
+
+def penalty_trial(flow: torch.Tensor, labels: torch.Tensor, robust: str, steps: int,
+                  restarts: int = 2, stride: int = 4) -> PenaltyTrial:
+    """Segment ``flow (2, H, W)`` (px) into as many segments as ``labels (H, W)`` (int64,
+    ``0..R-1``) has regions, by free masks (:func:`s3lib.freemask.segment_flow`, seed 0,
+    ``restarts`` kept by the loss) with the affine loss and the penalty ``robust``; score the
+    masks found against ``labels`` and against the true regions' own loss
+    (``02_affine_motion_loss``, robust penalties against noise and outliers)."""
+    flow = check_flow(flow)
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 \
+            or labels.shape != flow.shape[1:]:
+        raise ValueError(f"labels: expected an int64 map of shape {tuple(flow.shape[1:])}, got "
+                         f"{getattr(labels, 'dtype', type(labels).__name__)} "
+                         f"{tuple(getattr(labels, 'shape', ()))}")
+    num = int(labels.max()) + 1
+    loss = lambda m, f: affine_motion_loss(m, f, robust=robust)  # noqa: E731
+    run = segment_flow(flow, num, loss, steps=steps, labels=labels, record_every=max(steps, 1),
+                       stride=stride, restarts=restarts)
+    true = one_hot(labels, num).to(flow.dtype)
+    return PenaltyTrial(masks=run.masks, miou=run.mious[-1],
+                        found_loss=float(loss(run.masks[None], flow[None])),
+                        true_loss=float(loss(true, flow[None])))
 
 
 # ----------------------------------------------------------------------------- 03: entropy
@@ -411,8 +503,9 @@ def segment_speed_shares(labels: torch.Tensor, flow: torch.Tensor, num: int,
     return (hist[0].double() / labels.numel()).numpy(), float(top[0])
 
 
-__all__ = ["BoundaryScan", "CubeScores", "MASK_KINDS", "SegmentFits", "SpeedEntropies",
-           "boundary_masks", "check_flow", "comparison_masks", "explained_variance", "fit_segments",
-           "flow_pair_scores", "frame_scores", "one_hot", "run_free_masks", "scan_boundaries",
-           "segment_speed_shares", "segmentation_scores", "speed_bands", "speed_entropies",
-           "stripes", "two_motion_flow"]
+__all__ = ["BoundaryScan", "CubeScores", "MASK_KINDS", "OUTLIER_SIZE", "PenaltyTrial",
+           "SegmentFits", "SpeedEntropies", "add_outliers", "boundary_masks", "check_flow",
+           "comparison_masks", "explained_variance", "fit_segments", "flow_pair_scores",
+           "frame_scores", "free_mask_flow", "one_hot", "penalty_trial", "run_free_masks",
+           "scan_boundaries", "segment_speed_shares", "segmentation_scores", "speed_bands",
+           "speed_entropies", "stripes", "two_motion_flow"]

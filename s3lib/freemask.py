@@ -48,7 +48,8 @@ def segment_flow(flow: torch.Tensor, num_segments: int, loss_fn: LossFn, steps: 
             only thing that breaks the symmetry between segments.
         labels: true regions ``(H, W)``; if given, the matched mIoU is recorded.
         record_every: record loss (and mIoU) every this many steps (and at the last step).
-        progress: show a ``tqdm`` progress bar.
+        progress: show a ``tqdm`` progress bar of the ``steps`` Adam steps (it is left on
+            screen, full when the run is done).
         stride: keep the logits at ``1/stride`` of the resolution and upsample them bilinearly:
             smooth masks, a stand-in for the spatial prior a network brings (``1``: one free
             logit per pixel and segment).
@@ -86,12 +87,12 @@ def segment_flow(flow: torch.Tensor, num_segments: int, loss_fn: LossFn, steps: 
 
     opt = torch.optim.Adam([logits], lr=lr)
     result = FreeMaskResult(masks=masks_of(logits.detach())[0])
-    bar = range(steps + 1)
-    if progress:
+    bar = None
+    if progress:  # one tick per Adam step: the bar ends full at steps/steps
         from tqdm.auto import tqdm
 
-        bar = tqdm(bar, desc="free masks", leave=False)
-    for step in bar:
+        bar = tqdm(total=steps, desc="free masks")
+    for step in range(steps + 1):  # steps Adam steps; the loss is evaluated once more after them
         masks = masks_of(logits)
         loss = loss_fn(masks, flow[None])
         if step in snapshots:
@@ -101,10 +102,13 @@ def segment_flow(flow: torch.Tensor, num_segments: int, loss_fn: LossFn, steps: 
             result.losses.append(float(loss.detach()))
             if labels is not None:
                 result.mious.append(matched_miou(masks.detach()[0].argmax(0), labels))
-        if step == steps:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        if step < steps:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
     result.masks = masks_of(logits.detach())[0]
     return result

@@ -12,13 +12,16 @@ import pytest
 import torch
 
 from s3lib import motion
-from s3lib.analysis import (MASK_KINDS, boundary_masks, comparison_masks, explained_variance,
-                            fit_segments, flow_pair_scores, frame_scores, one_hot, run_free_masks,
+from s3lib.analysis import (MASK_KINDS, OUTLIER_SIZE, add_outliers, boundary_masks,
+                            comparison_masks, explained_variance, fit_segments, flow_pair_scores,
+                            frame_scores, free_mask_flow, one_hot, penalty_trial, run_free_masks,
                             scan_boundaries, segment_speed_shares, segmentation_scores,
                             speed_bands, speed_entropies, stripes, two_motion_flow)
 from s3lib.data.cube import HELDOUT_SEEDS
 from s3lib.data.pairs import cube_pairs
-from s3lib.data.synthetic import piecewise_affine_flow
+from s3lib.data.synthetic import add_flow_noise, piecewise_affine_flow
+from s3lib.freemask import segment_flow
+from s3lib.losses import affine_motion_loss
 from s3lib.flow import warp_error
 from s3lib.losses import entropy_motion_loss, fit_affine, histogram_entropy, speed_histograms
 from s3lib.metrics import matched_miou
@@ -70,6 +73,78 @@ def test_run_free_masks_reports_the_miou_of_its_masks():
     assert labels.shape == (16, 16) and result.masks.shape == (3, 16, 16)
     assert result.mious[-1] == pytest.approx(matched_miou(result.masks.argmax(0), labels))
     assert torch.equal(labels, piecewise_affine_flow(16, 3, seed=1).labels)
+
+
+def test_the_free_mask_progress_bar_ends_full(monkeypatch):
+    """One tick per Adam step: the bar closes at steps/steps (it ended at 300/301, red, when it
+    counted the evaluations and the loop broke out before the last tick)."""
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder(tqdm.auto.tqdm):
+        def close(self):
+            if not self.disable:  # the first close (a closed bar is disabled)
+                bars.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    flow = piecewise_affine_flow(16, 3, seed=0).flow
+    run = segment_flow(flow, 3, lambda m, f: affine_motion_loss(m, f), steps=7, progress=True,
+                       record_every=7)
+    assert bars == [(7, 7)]
+    assert run.steps == [0, 7]
+
+
+def test_add_outliers_replaces_only_the_chosen_pixels():
+    flow = piecewise_affine_flow(32, 3, seed=0).flow
+    noisy, bad = add_outliers(flow, 0.1, 5.0, seed=3)
+    assert bad.shape == (32, 32) and bad.dtype == torch.bool and noisy.dtype == flow.dtype
+    assert 0.05 < bad.float().mean() < 0.15                       # about 10 % of 1024 pixels
+    assert torch.equal(noisy[:, ~bad], flow[:, ~bad])            # the rest untouched
+    assert noisy[:, bad].abs().max() <= 5.0 and not torch.equal(noisy[:, bad], flow[:, bad])
+    # the reference: the same generator draws, written out
+    gen = torch.Generator().manual_seed(3)
+    ref_bad = torch.rand(32, 32, generator=gen, dtype=torch.float64) < 0.1
+    ref_vec = (torch.rand(2, 32, 32, generator=gen, dtype=torch.float64) * 2 - 1) * 5.0
+    assert torch.equal(bad, ref_bad)
+    assert torch.equal(noisy[:, bad], ref_vec.float()[:, bad])
+    same, same_bad = add_outliers(flow, 0.1, 5.0, seed=3)
+    assert torch.equal(same, noisy) and torch.equal(same_bad, bad)
+    assert torch.equal(add_outliers(flow, 0.0)[0], flow)
+
+
+def test_free_mask_flow_is_the_scene_with_noise_then_outliers():
+    scene = piecewise_affine_flow(24, 3, seed=1)
+    flow, labels = free_mask_flow(24, 0.3, 0.05, seed=1)
+    ref = add_outliers(add_flow_noise(scene.flow, 0.3, seed=1), 0.05, OUTLIER_SIZE, seed=1)[0]
+    assert torch.equal(flow, ref) and torch.equal(labels, scene.labels)
+    assert torch.equal(free_mask_flow(24, 0.0, 0.0, seed=1)[0], scene.flow)
+
+
+def test_run_free_masks_with_outliers_is_segment_flow_on_that_flow():
+    result, labels = run_free_masks(16, 3, "l2", 0.0, 8, seed=1, stride=4, outliers=0.1)
+    flow = free_mask_flow(16, 0.0, 0.1, seed=1)[0]
+    again = segment_flow(flow, 3, lambda m, f: affine_motion_loss(m, f, robust="l2"), steps=8,
+                         labels=labels, stride=4)
+    assert torch.allclose(result.masks, again.masks)
+
+
+def test_penalty_trial_scores_against_a_direct_computation():
+    scene = piecewise_affine_flow(24, 3, seed=0)
+    flow = add_outliers(scene.flow, 0.05, seed=0)[0]
+    trial = penalty_trial(flow, scene.labels, "charbonnier", steps=15, restarts=1)
+    run = segment_flow(flow, 3, lambda m, f: affine_motion_loss(m, f), steps=15,
+                       labels=scene.labels, stride=4)
+    assert torch.allclose(trial.masks, run.masks)
+    assert trial.miou == pytest.approx(matched_miou(run.masks.argmax(0), scene.labels))
+    assert trial.found_loss == pytest.approx(float(affine_motion_loss(run.masks[None],
+                                                                      flow[None])))
+    true = torch.nn.functional.one_hot(scene.labels, 3).permute(2, 0, 1)[None].float()
+    assert trial.true_loss == pytest.approx(float(affine_motion_loss(true, flow[None])))
+    assert trial.loss_prefers_truth == (trial.true_loss < trial.found_loss)
+    l2 = penalty_trial(flow, scene.labels, "l2", steps=2, restarts=1)
+    assert l2.true_loss == pytest.approx(float(affine_motion_loss(true, flow[None], robust="l2")))
 
 
 # ----------------------------------------------------------------------------- 03: entropy
@@ -251,6 +326,11 @@ def test_segment_speed_shares_split_the_image_histogram():
     lambda: segmentation_scores(torch.zeros(4, 4, dtype=torch.int64), torch.zeros(2, 4, 4), 1,
                                 bins=1),
     lambda: segment_speed_shares(torch.zeros(4, 4, dtype=torch.int64), torch.zeros(4, 4), 1, 8),
+    lambda: add_outliers(torch.zeros(3, 8, 8), 0.1),                # not (2, H, W)
+    lambda: add_outliers(torch.zeros(2, 8, 8), 1.5),                # not a share
+    lambda: add_outliers(torch.zeros(2, 8, 8), 0.1, size=-1.0),     # negative size
+    lambda: penalty_trial(torch.zeros(2, 8, 8), torch.zeros(8, 7, dtype=torch.int64), "l1", 1),
+    lambda: penalty_trial(torch.zeros(2, 8, 8), torch.zeros(8, 8), "l1", 1),  # float labels
 ])
 def test_bad_input_raises_value_error(call):
     with pytest.raises(ValueError):

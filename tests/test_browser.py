@@ -17,8 +17,9 @@ ARTIFACTS = REPO / "tests" / "_artifacts"
 CASES = {
     "00_overview.ipynb": ("frames 40 -> 44", [("first frame", 20, "frames 20 -> 24"),
                                               ("gap", 2, "frames 20 -> 22")]),
-    "01_grouping_model.ipynb": ("boundary at column 28", [("boundary column", 20,
-                                                           "boundary at column 20")]),
+    "01_grouping_model.ipynb": ("boundary at column 28", [
+        ("boundary column", 20, "boundary at column 20"),
+        ("segments L", 4, "boundary at column 20 (true: 28), L = 4")]),
     "02_affine_motion_loss.ipynb": ("L=3, charbonnier, noise 0.5", [("segments L", 2,
                                                                      "L=2, charbonnier")]),
     "03_entropy_motion_loss.ipynb": ("bins 16, noise 0.40 px:", [
