@@ -29,6 +29,9 @@ Subcommands so far:
   ``s3 finetune voc2007|shapes --init CKPT|random --train-from fc8|fc6|all``: the VOC 2007
   fine-tuning protocol and mAP; ``s3 eval voc2007 --checkpoint CKPT --json``; ``s3 transfer
   --out DIR``: notebook 07's grid of arms, regimes and seeds.
+- ``s3 flow-noise --out FILE.json [--seeds 0 1 2] [--steps N] [--size S]``: notebook 06's test
+  of the paper's entropy claim with labels: both losses on the cube with exact, DIS and
+  Farneback flow (:mod:`s3lib.flow_noise`).
 """
 
 from __future__ import annotations
@@ -333,6 +336,21 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_flow_noise(args: argparse.Namespace) -> int:
+    from .flow_noise import FLOWS, format_table, run_grid, verdict
+
+    grid = run_grid(args.out, seeds=args.seeds, steps=args.steps, size=args.size,
+                    flows=args.flows, progress=not args.quiet)
+    for flow, e in grid["epe"].items():
+        print(f"{flow}: mean end-point error {e['epe']:.3f} px (mean exact speed "
+              f"{e['speed']:.3f} px)")
+    print(format_table(grid))
+    for flow in (f for f in FLOWS if f in args.flows):
+        print(f"{flow}: mIoU {verdict(grid, flow, 'miou')}, FG-ARI {verdict(grid, flow, 'fg_ari')}")
+    print(f"{args.out}: {len(grid['runs'])} runs")
+    return 0
+
+
 def _cmd_eval_voc(args: argparse.Namespace) -> int:
     from .finetune import evaluate_voc2007
     from .setup import reproducible
@@ -437,6 +455,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive_int, default=2, help="commands at a time (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_transfer)
+
+    from .flow_noise import FLOWS, GRID_SIZE as FLOW_NOISE_SIZE, GRID_STEPS as FLOW_NOISE_STEPS
+
+    p = sub.add_parser("flow-noise", help="notebook 06's entropy claim on the cube: 2 losses x "
+                                          "3 flows x seeds",
+                       description="Train both motion losses on the cube with its exact flow and "
+                                   "with flow estimated by DIS and Farneback from the rendered "
+                                   "frames; print held-out mIoU and FG-ARI (mean +- std over the "
+                                   "seeds), the flows' end-point errors and the verdict "
+                                   "(s3lib.flow_noise). Every training setting is fixed by the "
+                                   "grid, not by s3 train's defaults. The JSON is rewritten "
+                                   "after each run; a rerun with the same settings resumes.")
+    p.add_argument("--out", required=True, help="the grid's JSON file")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=_positive_int, default=FLOW_NOISE_STEPS,
+                   help="training steps per run (default %(default)s)")
+    p.add_argument("--size", type=_positive_int, default=FLOW_NOISE_SIZE,
+                   help="cube image side in pixels, a multiple of 4 (default %(default)s)")
+    p.add_argument("--flows", nargs="+", default=list(FLOWS), choices=list(FLOWS),
+                   help="training flows (default: all three)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_flow_noise)
 
     p = sub.add_parser("export", help="copy a checkpoint without its optimiser state (to share)")
     p.add_argument("checkpoint", help="a checkpoint written by `s3 train`")

@@ -289,3 +289,35 @@ def test_a_hand_written_train_flag_fails_the_generation_check(monkeypatch):
     train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in train._actions} - {"help", "out", "resume", "quiet"}
     assert dests - {f.name for f in dataclasses.fields(s3lib.train.TrainConfig)} == {"momentum"}
+
+
+def test_flow_noise_tiny_writes_the_grid_and_its_verdicts(tmp_path, capsys):
+    """`s3 flow-noise` (notebook 06): the grid's JSON, the end-point errors, the table and a
+    verdict per flow and measure; the default grid is the committed one's."""
+    from s3lib import cli
+    from s3lib.flow_noise import GRID_SIZE, GRID_STEPS
+
+    out = tmp_path / "grid.json"
+    res = s3(capsys, "flow-noise", "--out", out, "--seeds", 0, 1, "--steps", 10, "--size", 16,
+             "--flows", "exact", "farneback", "--quiet")
+    grid = json.loads(out.read_text())
+    assert len(grid["runs"]) == 8 and set(grid["epe"]) == {"farneback"}
+    assert {r["train"]["size"] for r in grid["runs"]} == {16}
+    assert "farneback: mean end-point error" in res.stdout
+    for flow in ("exact", "farneback"):
+        assert any(line.startswith(f"{flow}: mIoU ") and ", FG-ARI " in line
+                   for line in res.stdout.splitlines())
+    assert f"{out}: 8 runs" in res.stdout
+    parser = cli.build_parser()._subparsers._group_actions[0].choices["flow-noise"]
+    defaults = {a.dest: a.default for a in parser._actions}
+    assert (defaults["steps"], defaults["size"], defaults["seeds"]) == (GRID_STEPS, GRID_SIZE,
+                                                                        [0, 1, 2])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "18"], "size"),
+    (["--flows", "sintel"], "invalid choice"),
+])
+def test_flow_noise_bad_input(tmp_path, capsys, args, message):
+    res = s3(capsys, "flow-noise", "--out", tmp_path / "g.json", "--steps", 1, *args, check=False)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr

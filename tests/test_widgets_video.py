@@ -57,8 +57,9 @@ def explorer(two_shot_cache, nets):
     return video_explorer(two_shot_cache, nets, bins=16, segments=3)
 
 
-def reference(cache, nets, t, bins, segments):
-    """Both losses of every segmentation of frame t, computed without the widget module."""
+def reference(cache, nets, t, bins, segments, max_speed=None):
+    """Both losses of every segmentation of frame t, computed without the widget module
+    (``max_speed``: the entropy loss's last bin; ``None``: the frame's largest speed)."""
     p = int(np.nonzero(cache.pairs[:, 0] == t)[0][0])
     flow = torch.from_numpy(np.asarray(cache.flows[p], np.float32)).permute(2, 0, 1)[None]
     image = torch.from_numpy(np.array(cache.frames[t])).permute(2, 0, 1)[None].float() / 255
@@ -73,7 +74,8 @@ def reference(cache, nets, t, bins, segments):
     segs[f"{segments} speed bands"] = torch.stack(
         [torch.from_numpy(band == k).float() for k in range(segments)])[None]
     segs["one segment"] = torch.ones(1, 1, *speed.shape)
-    return ({k: float(entropy_motion_loss(m, flow, bins=bins)) for k, m in segs.items()},
+    return ({k: float(entropy_motion_loss(m, flow, bins=bins, max_magnitude=max_speed))
+             for k, m in segs.items()},
             {k: float(affine_motion_loss(m, flow)) for k, m in segs.items()})
 
 
@@ -110,16 +112,47 @@ def test_label_numbers_match_the_losses(explorer, two_shot_cache, nets, frame, b
     assert all(v <= h_v + 1e-6 for v in ent.values())
 
 
+@pytest.mark.parametrize("max_speed", [0.5, 4.0, 16.0])
+def test_a_fixed_max_speed_matches_the_loss(explorer, two_shot_cache, nets, max_speed):
+    line = explorer.show(bins=16, segments=3, frame=10, max_speed=max_speed)
+    ent, aff = reference(two_shot_cache, nets, 10, 16, 3, max_speed)
+    assert f"bins to {max_speed:.2f} px (fixed);" in line and explorer.last.top == max_speed
+    shown_e, shown_a = label_numbers(line, "entropy"), label_numbers(line, "affine")
+    for name in ent:
+        assert shown_e[name] == pytest.approx(ent[name], abs=6e-5), name
+        assert shown_a[name] == pytest.approx(aff[name], abs=6e-5), name  # unaffected
+    # 0 is the frame's largest speed again, as in the loss's default
+    back = explorer.show(max_speed=0)
+    top = float(explorer.pair(10)[1].norm(dim=0).max())
+    assert explorer.last.top == pytest.approx(top, rel=1e-5)
+    assert f"bins to {top:.2f} px (the frame's largest speed);" in back
+    assert explorer.last.entropy == pytest.approx(reference(two_shot_cache, nets, 10, 16, 3)[0],
+                                                  abs=1e-6)
+
+
+def test_a_large_fixed_range_empties_the_upper_bins(explorer):
+    """A still-ish frame under a range far above its speeds: every pixel near the first bins,
+    so every entropy falls (the per-frame range spreads the same speeds over all bins)."""
+    explorer.show(bins=32, segments=3, frame=10, max_speed=0)
+    own = dict(explorer.last.entropy)
+    explorer.show(max_speed=16.0)
+    wide = explorer.last.entropy
+    explorer.show(max_speed=0)
+    assert all(wide[k] < own[k] for k in own)
+
+
 def test_moving_each_slider_redraws(explorer):
-    explorer.show(bins=16, segments=3, frame=10)
+    explorer.show(bins=16, segments=3, frame=10, max_speed=0)
     for control, value, prefix in [(explorer.bins, 24, "frame 10, bins 24, segments 3:"),
                                    (explorer.segments, 5, "frame 10, bins 24, segments 5:"),
+                                   (explorer.max_speed, 8.0, "frame 10, bins 24, segments 5:"),
                                    (explorer.frame, 4, "frame 4, bins 24, segments 5: training;")]:
         before_png, before_info = explorer.image.value, explorer.info.value
         control.value = value  # the observer, as a reader moving the slider
         assert explorer.image.value != before_png
         assert explorer.info.value != before_info
         assert explorer.info.value.startswith(prefix), explorer.info.value
+    explorer.show(max_speed=0)
 
 
 def test_more_speed_bands_lower_their_entropy_loss(explorer):
@@ -160,7 +193,9 @@ def test_checkpoint_paths_are_loaded(two_shot_cache, nets, tmp_path):
 
 @pytest.mark.parametrize("kwargs", [{"bins": 1}, {"bins": 65}, {"bins": 2.5}, {"bins": True},
                                     {"segments": 0}, {"segments": 11}, {"frame": -1},
-                                    {"frame": 22}, {"frame": "10"}])
+                                    {"frame": 22}, {"frame": "10"}, {"max_speed": -0.5},
+                                    {"max_speed": 16.5}, {"max_speed": 0.3},
+                                    {"max_speed": True}, {"max_speed": "2"}])
 def test_show_rejects_values_outside_the_controls(explorer, kwargs):
     before = explorer.info.value
     with pytest.raises(ValueError):
@@ -179,5 +214,7 @@ def test_bad_builder_arguments_are_rejected(two_shot_cache, nets, tmp_path):
         video_explorer(two_shot_cache, nets, bins=0)
     with pytest.raises(ValueError):
         video_explorer(two_shot_cache, nets, frame=99)
+    with pytest.raises(ValueError, match="max_speed"):
+        video_explorer(two_shot_cache, nets, max_speed=-1)
     with pytest.raises(FileNotFoundError):
         video_explorer(tmp_path / "no-cache", nets)

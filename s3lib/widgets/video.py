@@ -1,4 +1,4 @@
-"""The video explorer of ``notebooks/06_real_video_entropy.ipynb``: bins, segments, frame.
+"""The video explorer of ``notebooks/06_real_video_entropy.ipynb``: bins, segments, frame, range.
 
 For one frame of a prepare-video cache (:mod:`s3lib.data.video`) and its cached forward flow,
 the explorer shows the hard segments (argmax) of trained networks next to a reference that
@@ -6,10 +6,14 @@ the explorer shows the hard segments (argmax) of trained networks next to a refe
 and below each segmentation its per-segment speed histograms with ``bins`` bins, stacked, as the
 entropy loss builds them (:func:`s3lib.losses.speed_histograms`). The line under the picture
 scores every segmentation, plus one segment for the whole frame, with both motion losses
-(:func:`s3lib.analysis.segmentation_scores`).
+(:func:`s3lib.analysis.segmentation_scores`). ``max speed``: where the last bin sits, ``0`` for
+each frame's largest speed (what training does by default), or a fixed speed in pixels
+(``s3 train --max-speed``): on an almost still frame the first stretches a fraction of a pixel
+of noise over all the bins, the second puts it into the first bins.
 
-Why speed bands: for any hard segmentation ``S``, ``H(V | S) = H(V) - I(V; S) >= H(V) - H(S)
->= H(V) - log L``, and equal-count bands of the speed reach ``H(S) = log L`` with ``S`` a
+Why speed bands: for any hard segmentation ``z`` (``z_u`` the segment of pixel ``u``),
+``H(V | z) = H(V) - I(V; z) >= H(V) - H(z) >= H(V) - log L``, and equal-count bands of the
+speed reach ``H(z) = log L`` with ``z`` a
 function of the speed, so they come close to the lowest entropy loss any ``L`` hard segments of
 that frame can have. A network sees only the image, never the flow; the bands show how far the
 loss could go, and that it keeps falling as ``L`` grows whether or not the bands are objects.
@@ -30,11 +34,15 @@ import numpy as np
 import torch
 
 from ._controls import Explorer
-from ..analysis import check_flow, segment_speed_shares, segmentation_scores, speed_bands
+from ..analysis import (check_flow, one_hot, segment_speed_shares, segmentation_scores,
+                        speed_bands)
 from ..data.video import VideoCache, load_cache, split_pairs
+from ..losses import entropy_motion_loss, speed_histograms
 
 MAX_BINS = 64
 MAX_SEGMENTS = 10
+MAX_SPEED = 16.0
+"""The largest fixed speed of the last bin the explorer offers (px)."""
 BANDS = "speed bands"
 ONE = "one segment"
 
@@ -67,7 +75,9 @@ def frame_status(cache: VideoCache, t: int) -> str:
 class VideoFrameView:
     """What the explorer shows for one setting: ``entropy[name]`` / ``affine[name]`` /
     ``explained[name]`` for every segmentation (the networks, ``"speed bands"``,
-    ``"one segment"``; empty when the frame has no flow pair)."""
+    ``"one segment"``; empty when the frame has no flow pair); ``max_speed`` the setting (0:
+    the frame's largest speed) and ``top`` the speed of the last bin it gives (px; ``None``
+    without a pair)."""
 
     png: bytes
     frame: int
@@ -78,6 +88,8 @@ class VideoFrameView:
     affine: dict[str, float]
     explained: dict[str, float]
     speed_entropy: float | None
+    max_speed: float = 0.0
+    top: float | None = None
 
     def summary(self) -> str:
         """One line: the setting, where the frame stands, both losses of every segmentation."""
@@ -88,14 +100,16 @@ class VideoFrameView:
         def fmt(d: dict[str, float]) -> str:
             return ", ".join(f"{k} {v:.4f}" for k, v in d.items())
 
-        return (f"{head}; entropy loss (nats) {fmt(self.entropy)}; "
-                f"affine loss (px) {fmt(self.affine)}")
+        scale = ("the frame's largest speed" if not self.max_speed else "fixed")
+        return (f"{head}; bins to {self.top:.2f} px ({scale}); entropy loss (nats) "
+                f"{fmt(self.entropy)}; affine loss (px) {fmt(self.affine)}")
 
 
 def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
                        model_labels: dict[str, torch.Tensor], num_model_segments: int,
                        bins: int, segments: int, frame: int, status: str,
-                       next_image: np.ndarray | None = None) -> VideoFrameView:
+                       next_image: np.ndarray | None = None,
+                       max_speed: float = 0.0) -> VideoFrameView:
     """Draw a frame, its flow, the networks' segments and ``segments`` speed bands, with their
     stacked per-segment speed histograms (``bins`` bins), and score them.
 
@@ -105,6 +119,8 @@ def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
         model_labels: name -> hard segments ``(H, W)`` int64 in ``0..num_model_segments-1``.
         bins: histogram bins (2..64). segments: speed bands (1..10). frame, status: for titles.
         next_image: the frame after ``image``, drawn when ``flow`` is ``None`` (across a cut).
+        max_speed: speed of the last bin (px, up to 16); 0: the frame's largest speed (the
+            entropy loss's default, :func:`s3lib.losses.speed_histograms`).
     """
     import matplotlib.pyplot as plt
 
@@ -112,6 +128,7 @@ def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
 
     _check_bins(bins)
     _check_segments(segments)
+    _check_max_speed(max_speed)
     names = list(model_labels)
     columns = [(n, model_labels[n], num_model_segments) for n in names]
     entropy, affine, explained, speed_h = {}, {}, {}, None
@@ -124,6 +141,11 @@ def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
             s = segmentation_scores(lab, flow, num, bins)
             entropy[name], affine[name], explained[name] = s["entropy"], s["affine"], s["explained"]
             hists[name] = segment_speed_shares(lab, flow, num, bins)
+            if max_speed:  # the same histograms, the last bin at a fixed speed
+                masks = one_hot(lab, num)
+                entropy[name] = float(entropy_motion_loss(masks, flow[None], bins, max_speed))
+                hist, _ = speed_histograms(masks, flow[None], bins, max_speed)
+                hists[name] = ((hist[0].double() / lab.numel()).numpy(), float(max_speed))
         speed_h = entropy[ONE]
     ncol = 3 + len(names)  # frame | flow | networks | speed bands
     fig, axes = plt.subplots(2, ncol, figsize=(2.55 * ncol, 3.7),
@@ -158,8 +180,10 @@ def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
                 bottom = bottom + h[l]
             ax.set_ylim(0, ymax)
             ax.set_xlabel("speed (px)")
-            ax.set_title(f"H(V|S) {entropy[name]:.3f}, affine {affine[name]:.3f}", fontsize=9)
-        fig.suptitle(f"{bins} bins over [0, {top:.2f}] px. No {segments} segments, soft or "
+            ax.set_title(f"H(V|z) {entropy[name]:.3f}, affine {affine[name]:.3f}", fontsize=9)
+        fig.suptitle(f"{bins} bins over [0, {top:.2f}] px "
+                     f"({'fixed' if max_speed else 'the frame' + chr(39) + 's largest speed'}). "
+                     f"No {segments} segments, soft or "
                      f"hard, can score below H(V) - log {segments} = "
                      f"{speed_h - math.log(segments):.3f} nats", fontsize=9)
     else:
@@ -179,14 +203,16 @@ def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
                    f"{name}\n(largest segment {share.max():.0%})")
     return VideoFrameView(png=figure_to_png(fig), frame=int(frame), bins=int(bins),
                           segments=int(segments), status=status, entropy=entropy, affine=affine,
-                          explained=explained, speed_entropy=speed_h)
+                          explained=explained, speed_entropy=speed_h,
+                          max_speed=float(max_speed), top=hists[ONE][1] if hists else None)
 
 
 # ----------------------------------------------------------------------------- explorer
 @dataclass
 class VideoExplorer(Explorer):
-    """Sliders ``bins`` (histogram bins), ``segments`` (speed bands of the reference) and
-    ``frame`` (any frame of the cache); ``image`` (Image), ``info`` (Label), ``widget`` (VBox).
+    """Sliders ``bins`` (histogram bins), ``segments`` (speed bands of the reference),
+    ``frame`` (any frame of the cache) and ``max_speed`` (the last bin's speed in px; 0: each
+    frame's largest); ``image`` (Image), ``info`` (Label), ``widget`` (VBox).
 
     ``models``: name -> :class:`~s3lib.models.SegmentationNet` (all with the same number of
     segments), applied to the frame (centre-cropped to multiples of 4, as in training).
@@ -197,9 +223,11 @@ class VideoExplorer(Explorer):
     initial_bins: int
     initial_segments: int
     initial_frame: int
+    initial_max_speed: float = 0.0
     bins: object = field(init=False)
     segments: object = field(init=False)
     frame: object = field(init=False)
+    max_speed: object = field(init=False)
     image: object = field(init=False)
     info: object = field(init=False)
     widget: object = field(init=False)
@@ -223,7 +251,10 @@ class VideoExplorer(Explorer):
         self.frame = w.IntSlider(value=self.initial_frame, min=0,
                                  max=len(self.cache.frames) - 1, description="frame",
                                  continuous_update=False, style=style)
-        self._assemble((self.bins, self.segments, self.frame))
+        self.max_speed = w.FloatSlider(value=self.initial_max_speed, min=0.0, max=MAX_SPEED,
+                                       step=0.5, description="max speed (0: per frame)",
+                                       continuous_update=False, style=style)
+        self._assemble((self.bins, self.segments, self.frame), (self.max_speed,))
 
     def pair(self, t: int) -> tuple[np.ndarray, torch.Tensor | None]:
         """Frame ``t`` as ``(H, W, 3)`` uint8 and its cached forward flow ``(2, H, W)`` float32
@@ -248,21 +279,22 @@ class VideoExplorer(Explorer):
 
     def update(self) -> str:
         """Redraw for the current control values; returns the summary line."""
-        key = (int(self.bins.value), int(self.segments.value), int(self.frame.value))
+        key = (int(self.bins.value), int(self.segments.value), int(self.frame.value),
+               float(self.max_speed.value))
         if key not in self._views:
             image, flow = self.pair(key[2])
             after = (np.asarray(self.cache.frames[key[2] + 1][self.window])
                      if flow is None and key[2] + 1 < len(self.cache.frames) else None)
             self._views[key] = render_video_frame(
                 image, flow, self.model_labels(key[2]), self.num_model_segments, key[0], key[1],
-                key[2], frame_status(self.cache, key[2]), after)
+                key[2], frame_status(self.cache, key[2]), after, key[3])
         self.last = self._views[key]
         self.image.value = self.last.png
         self.info.value = self.last.summary()
         return self.info.value
 
     def show(self, bins: int | None = None, segments: int | None = None,
-             frame: int | None = None) -> str:
+             frame: int | None = None, max_speed: float | None = None) -> str:
         """Set the controls (as a reader would; ``None`` keeps a control) with one redraw and
         return the summary line. Values outside the sliders' ranges raise ``ValueError``."""
         if bins is not None:
@@ -271,8 +303,12 @@ class VideoExplorer(Explorer):
             _check_segments(segments)
         if frame is not None:
             _check_frame(frame, len(self.cache.frames))
+        if max_speed is not None:
+            _check_max_speed(max_speed)
         moves = [(c, int(v)) for c, v in ((self.bins, bins), (self.segments, segments),
                                           (self.frame, frame)) if v is not None]
+        if max_speed is not None:
+            moves.append((self.max_speed, float(max_speed)))
         return self._set_controls(*moves)
 
 
@@ -290,13 +326,21 @@ def _check_segments(segments) -> None:
         raise ValueError(f"segments: expected an int in [1, {MAX_SEGMENTS}], got {segments!r}")
 
 
+def _check_max_speed(max_speed) -> None:
+    if (isinstance(max_speed, bool) or not isinstance(max_speed, (int, float, np.floating))
+            or not 0 <= max_speed <= MAX_SPEED or (max_speed * 2) % 1):
+        raise ValueError(f"max_speed: expected 0 (each frame's largest speed) or a speed in "
+                         f"(0, {MAX_SPEED:g}] px in steps of 0.5, got {max_speed!r}")
+
+
 def _check_frame(frame, num_frames: int) -> None:
     if not _is_int(frame) or not 0 <= frame < num_frames:
         raise ValueError(f"frame: expected an int in [0, {num_frames - 1}], got {frame!r}")
 
 
 def video_explorer(cache: str | os.PathLike | VideoCache, models: dict, bins: int = 32,
-                   segments: int = 5, frame: int | None = None) -> VideoExplorer:
+                   segments: int = 5, frame: int | None = None, max_speed: float = 0.0
+                   ) -> VideoExplorer:
     """Build the video explorer of ``06_real_video_entropy.ipynb``.
 
     Args:
@@ -306,6 +350,8 @@ def video_explorer(cache: str | os.PathLike | VideoCache, models: dict, bins: in
         bins: initial histogram bins (2..64; the entropy loss trains with 32).
         segments: initial number of speed bands (1..10).
         frame: initial frame (default: the first held-out frame).
+        max_speed: initial speed of the last bin (px, 0..16 in steps of 0.5; 0: each frame's
+            largest speed, the entropy loss's default).
     """
     from ..models import load_checkpoint
 
@@ -324,8 +370,10 @@ def video_explorer(cache: str | os.PathLike | VideoCache, models: dict, bins: in
         heldout = split_pairs(cache.pairs, cache.shots)[1]
         frame = int(cache.pairs[heldout[0], 0]) if len(heldout) else 0
     _check_frame(frame, len(cache.frames))
+    _check_max_speed(max_speed)
     return VideoExplorer(cache=cache, models=nets, initial_bins=int(bins),
-                         initial_segments=int(segments), initial_frame=int(frame))
+                         initial_segments=int(segments), initial_frame=int(frame),
+                         initial_max_speed=float(max_speed))
 
 
 __all__ = ["VideoExplorer", "VideoFrameView", "frame_status", "render_video_frame",
