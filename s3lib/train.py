@@ -282,6 +282,7 @@ def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: tor
     usage = segment_usage(masks, by)
     dead = torch.nonzero(usage < dead_usage).flatten().tolist()
     kw = {"bins": bins, "max_speed": max_speed}
+    cost = None
     if not dead and merge_below > 0:
         cost = segment_costs(loss, masks, flows, eps, **kw)
         merge = merge_costs(loss, masks, flows, eps, **kw)
@@ -293,7 +294,7 @@ def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: tor
             dead = [smaller]
     if not dead:
         return []
-    cost = segment_costs(loss, masks, flows, eps, **kw).clone()
+    cost = (segment_costs(loss, masks, flows, eps, **kw) if cost is None else cost).clone()
     cost[dead] = -float("inf")
     worst = int(cost.argmax())
     w, b = model.head.weight, model.head.bias
