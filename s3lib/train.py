@@ -99,20 +99,21 @@ class TrainConfig:
     loss: Loss = _opt("affine", "the motion loss (notebooks 01-03)")
     size: int = _opt(64, "cube: image side in pixels (a multiple of 4)")
     num_segments: int = _opt(5, "number of segments L (>= 2)")
-    steps: int | None = _opt(None, "train for this many steps", group="budget")
-    minutes: float | None = _opt(15.0, "train for this many minutes", group="budget")
+    steps: int | None = _opt(12000, "train for this many steps", group="budget")
+    minutes: float | None = _opt(None, "train for this many minutes (then the number of steps "
+                                       "depends on the machine)", group="budget")
     batch: int = _opt(8, "pairs per step")
     lr: float = _opt(3e-3, "Adam's learning rate")
     schedule: Schedule = _opt("cosine", "learning rate: cosine decay to 0 over the budget, or "
                                         "constant")
     seed: int = _opt(0, "seed of the network's initialisation, batches and augmentations")
-    width: int = _opt(16, "channels of the network's full-resolution level")
+    width: int = _opt(8, "channels of the network's full-resolution level")
     levels: int = _opt(4, "poolings of the U-Net (1-5)")
     coords: bool = _opt(True, "the network also sees the pixel coordinates (--no-coords: colour "
                               "only)")
     frames: int = _opt(99, "cube: frames per training sequence")
-    look: CubeLook = _opt("hues", "cube: the textures (hues: a hue per face; pairs, material: "
-                                  "colour alone cannot tell the faces apart; notebook 04b)")
+    look: CubeLook = _opt("pairs", "cube: the textures (pairs, material: colour alone cannot "
+                                   "tell the faces apart; hues: a hue per face; notebook 04)")
     gap: int = _opt(1, "cube: train on the flow from frame t to t + GAP (larger motions)")
     eps: float = _opt(DEFAULT_EPS, "ridge of the affine loss's per-segment fit")
     bins: int = _opt(32, "entropy loss: bins of the speed histograms")
@@ -125,8 +126,8 @@ class TrainConfig:
                                    "mass")
     reseed_until: float = _opt(0.75, "stop re-seeding once this share of the budget is spent "
                                      "(1: to the end)")
-    merge_below: float = _opt(0.0, "also re-seed one of two segments whose merge would cost less "
-                                   "than this per pixel, while another fits worse (0: off)")
+    merge_below: float = _opt(0.02, "also re-seed one of two segments whose merge would cost "
+                                    "less than this per pixel, while another fits worse (0: off)")
     threads: int = _opt(DEFAULT_THREADS, "CPU threads (results repeat exactly for a fixed count)")
     combine: Combine = _opt("segments", "affine loss: per-segment residuals, or the residual of "
                                         "the blended flow")

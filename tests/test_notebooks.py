@@ -147,3 +147,46 @@ def test_results_are_checked_by_tolerance(path):
             f"prints a measured number ({DECIMAL.search(text).group(0)}): check it with expect")
         assert not any("image/png" in o.get("data", {}) or WIDGET_MIME in o.get("data", {})
                        for o in c["outputs"]), f"{path.name}: a compared cell shows a figure"
+
+
+def _calls(source: str, name: str) -> list[str]:
+    """The full text of every call ``name(...)`` in ``source`` (parentheses matched)."""
+    out = []
+    for m in re.finditer(re.escape(name) + r"\(", source):
+        depth, i = 0, m.end() - 1
+        for i in range(m.end() - 1, len(source)):
+            depth += {"(": 1, ")": -1}.get(source[i], 0)
+            if depth == 0:
+                break
+        out.append(source[m.start():i + 1])
+    return out
+
+
+def figure_problems(source: str) -> list[str]:
+    """Colour bars without a label; flow pictures without a colour wheel in their figure (a
+    ``show_flow(..., wheel=False)`` needs a ``show_color_wheel`` or a wheeled ``show_flow``
+    in the same cell)."""
+    problems = [c for c in _calls(source, "colorbar") if "label=" not in c]
+    flows = _calls(source, "show_flow")
+    wheeled = [c for c in flows if "wheel=False" not in c]
+    if len(flows) > len(wheeled) and not wheeled and "show_color_wheel(" not in source:
+        problems += [c for c in flows if "wheel=False" in c]
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_colour_bar_is_labelled_and_every_flow_has_a_wheel(path):
+    bad = [p for c in _load(path)[1] for p in figure_problems("".join(c["source"]))]
+    assert not bad, f"{path.name}: {bad}"
+
+
+def test_widget_figures_label_their_colour_bars_and_flows():
+    bad = {p.name: figure_problems(p.read_text()) for p in (REPO / "s3lib" / "widgets").glob("*.py")}
+    assert not any(bad.values()), bad
+
+
+def test_the_figure_check_can_fail():
+    assert figure_problems("fig.colorbar(im, ax=ax,\n shrink=0.8)")
+    assert figure_problems("viz.show_flow(ax, f, 'flow', wheel=False)")
+    assert not figure_problems("viz.show_flow(ax, f, wheel=False)\nviz.show_color_wheel(ax2)")
+    assert not figure_problems("fig.colorbar(im, ax=ax, label='px')")

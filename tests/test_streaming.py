@@ -189,7 +189,9 @@ def test_reading_ahead_gives_the_same_run_for_any_worker_count_and_resumes(video
     batches already used, and the stream differs from the one of ``workers=0``."""
     base = dict(dataset="video", data=str(video_cache), num_segments=3, minutes=None, batch=3,
                 eval_every=1, width=4, levels=2, reseed_every=1, reseed_until=1.0,
-                schedule="constant")  # nothing that depends on the budget: resume equals a run
+                merge_below=0.0, schedule="constant")
+    # nothing that depends on the budget, so a resumed run equals an uninterrupted one (a run
+    # re-seeds at its last step only when it has more budget left: the merge rule would)
     one = train(TrainConfig(steps=4, workers=1, **base), tmp_path / "w1", progress=False)
     two = train(TrainConfig(steps=4, workers=2, **base), tmp_path / "w2", progress=False)
     assert run_records(one) == run_records(two) and len(one) == 4

@@ -421,8 +421,9 @@ def test_eps_is_the_ridge_of_the_training_loss_and_of_its_scores():
 def test_eval_of_a_checkpoint_scores_with_the_ridge_it_trained_with(tmp_path):
     config = TrainConfig(size=16, steps=1, eval_every=1, frames=4, batch=2, width=4, levels=1,
                          eps=0.5)  # a ridge far from the default, 1e-6
-    records = train(config, tmp_path, progress=False, data=(cube_pairs(size=16, frames=4),
-                                                            heldout_cube_pairs(16, frames=3)))
+    data = (cube_pairs(size=16, frames=4, look=config.look),
+            heldout_cube_pairs(16, frames=3, look=config.look))
+    records = train(config, tmp_path, progress=False, data=data)
     result = evaluate_checkpoint(tmp_path / "checkpoint.pt", frames=3)
     assert result["loss"] == pytest.approx(records[-1]["heldout_loss"], rel=1e-5)
     model, _ = load_checkpoint(tmp_path / "checkpoint.pt")

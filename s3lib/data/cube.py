@@ -9,9 +9,10 @@ each face's flow is exactly affine in image coordinates: what the affine motion 
 The background is a textured plane with its own affine (similarity) motion, so that no segment
 can explain it with zero motion for free.
 
-Three looks. ``look="hues"`` (the default, the cube the course's networks are trained on) gives
-every face a saturated hue of its own: colour alone segments it nearly as well as a network
-(k-means on pixel colours; notebook 04). ``look="pairs"`` paints every face with stripes of two
+Three looks. ``look="hues"`` (the renderer's default, the course's first cube) gives every face
+a saturated hue of its own: colour alone segments it nearly as well as a network (k-means on
+pixel colours; notebook 04). ``look="pairs"`` (what ``s3 train cube`` trains on: the default of
+:class:`~s3lib.train.TrainConfig`) paints every face with stripes of two
 of the cube's three colours, each colour on two of the three faces in view, lit by a fixed
 light: no colour belongs to one face, while a few neighbouring pixels show which pair a face
 has. ``look="material"`` gives the whole cube one hue; faces differ only in their stripes'

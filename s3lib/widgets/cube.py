@@ -64,7 +64,7 @@ def render_cube_frame(image: torch.Tensor, flow: torch.Tensor, labels: torch.Ten
     axes[5].set_xticks([])
     axes[5].set_yticks([])
     axes[5].set_title(f"segment {segment}: |f - A phi| (px)")
-    fig.colorbar(im, ax=axes[5], shrink=0.9, pad=0.03)
+    fig.colorbar(im, ax=axes[5], shrink=0.9, pad=0.03, label="px")
     if title:
         fig.suptitle(title, fontsize=10, y=0.99)
     return figure_to_png(fig)

@@ -103,7 +103,7 @@ def render_entropy_view(flow: torch.Tensor, labels: torch.Tensor, bins: int, noi
     axes[0].set_title(f"speed |f| (px), noise {noise:.2f} px")
     axes[0].set_xticks([])
     axes[0].set_yticks([])
-    fig.colorbar(im, ax=axes[0], shrink=0.85, pad=0.03)
+    fig.colorbar(im, ax=axes[0], shrink=0.85, pad=0.03, label="speed (px)")
     top_y = max(float(np.max(s.sum(0) if segment is None else s)) for s in shares.values())
     for ax, kind in zip(axes[1:], MASK_KINDS):
         if segment is None:

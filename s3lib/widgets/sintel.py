@@ -94,7 +94,7 @@ def render_segment_view(image: torch.Tensor, flow: torch.Tensor, masks: torch.Te
     if not inside.any():
         axes[4].text(0.5, 0.5, f"no pixel has segment {segment}\nas its argmax", ha="center",
                      va="center", fontsize=8, transform=axes[4].transAxes)
-    fig.colorbar(im, ax=axes[4], shrink=0.8, pad=0.02)
+    fig.colorbar(im, ax=axes[4], shrink=0.8, pad=0.02, label="px")
     head = f"frame {index}: {source}" if source else f"frame {index}"
     fig.suptitle(head + (f"    {credit}" if credit else ""), fontsize=8, y=0.99)
     return SegmentView(png=figure_to_png(fig), frame=index, segment=segment, source=source,

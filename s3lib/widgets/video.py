@@ -159,7 +159,7 @@ def render_video_frame(image: np.ndarray, flow: torch.Tensor | None,
         axes[1, 0].set_title("speed |f| (px)")
         axes[1, 0].set_xticks([])
         axes[1, 0].set_yticks([])
-        fig.colorbar(im, ax=axes[1, 0], shrink=0.8, pad=0.02)
+        fig.colorbar(im, ax=axes[1, 0], shrink=0.8, pad=0.02, label="px")
         h1, top = hists[ONE]
         centres = np.linspace(0.0, top, bins)
         width = centres[1] - centres[0]
