@@ -15,7 +15,7 @@ JOBS ?= 2
 # committed outputs always come from the full configuration, one thread and a fixed hash seed
 RUN_ENV := env -u S3_QUICK -u S3_THREADS PYTHONHASHSEED=0
 
-.PHONY: help setup lab test notebooks book browser clean
+.PHONY: help setup lab test notebooks student book browser clean
 # a half-made target (e.g. a venv whose creation failed) is removed, never mistaken for done
 .DELETE_ON_ERROR:
 
@@ -26,6 +26,7 @@ help:
 	@echo "make lab        set up .venv if needed and open JupyterLab on notebooks/ (ARGS=...)"
 	@echo "make test       set up, install Debian's chromium if missing, run every test"
 	@echo "make notebooks  re-execute every notebook in place to refresh committed outputs"
+	@echo "make student    write student copies (solutions blanked) to student/"
 	@echo "make book       build the course website (static HTML) into build/book/"
 	@echo "make clean      remove .venv and caches"
 
@@ -69,6 +70,10 @@ notebooks: setup
 	$(RUN_ENV) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.kernel_name=$(KERNEL) --ExecutePreprocessor.timeout=1800 \
 	  notebooks/[0-9][0-9]*_*.ipynb
+
+# student copies: each nbgrader solution region blanked, exercise outputs cleared (s3lib.student)
+student: setup
+	$(BIN)/python -m s3lib.student --src notebooks --out student
 
 # the course as a website from the committed notebooks, nothing re-run (s3lib.book)
 book: setup

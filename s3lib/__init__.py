@@ -22,6 +22,8 @@ Modules, one idea each (the notebook that explains each is named in its docstrin
 - :mod:`s3lib.transfer` -- notebook 07's transfer grid, its summary and the rule for a claim.
 - :mod:`s3lib.segment`  -- applying a checkpoint to images and videos (contact sheets).
 - :mod:`s3lib.download` -- fetching MPI-Sintel / PASCAL VOC 2007: resumable, verified, safe.
+- :mod:`s3lib.student`  -- student copies of the notebooks (``make student``): nbgrader's markers.
+- :mod:`s3lib.book`     -- the course as a static website (``make book``), no network needed.
 - :mod:`s3lib.data`     -- data sources: bundled clips, synthetic flow, the cube, video caches,
   MPI-Sintel, in-memory frame pairs, the shapes world, PASCAL VOC 2007.
 """

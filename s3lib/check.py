@@ -18,7 +18,9 @@ prints them with ``(quick mode: not checked; ...)`` and does not raise. Explaine
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Real
+from typing import Any
 
 
 def decimals_for(tol: float) -> int:
@@ -75,4 +77,20 @@ def expect(name: str, value: float, target: float, tol: float, unit: str = "",
     return value
 
 
-__all__ = ["expect", "decimals_for"]
+def answered(namespace: Mapping[str, Any], *names: str) -> None:
+    """The first line of an exercise's check cell: ``answered(globals(), "my_A", "face_err")``.
+
+    Raises ``NotImplementedError`` naming the first of ``names`` that ``namespace`` (the
+    notebook's globals) does not define yet, so that in a student copy (:mod:`s3lib.student`)
+    each check fails with a message that says what to do, not with a ``NameError``, until the
+    solution cell above it has been written and run.
+    """
+    if not names:
+        raise ValueError("answered: name at least one variable the exercise defines")
+    for name in names:
+        if name not in namespace:
+            raise NotImplementedError(f"`{name}` is not defined yet: write your solution in the "
+                                      f"cell above (it defines {', '.join(names)}) and run it")
+
+
+__all__ = ["answered", "expect", "decimals_for"]

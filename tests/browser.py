@@ -70,6 +70,17 @@ def stripped_copy(src: Path, dst_dir: Path, inject_after_first: list[str] | None
     return dst
 
 
+def stop_process_group(proc: subprocess.Popen, wait: float = 20) -> None:
+    """Stop a server started with ``start_new_session=True`` and everything it started, by its
+    PID: SIGTERM to its process group, SIGKILL after ``wait`` seconds."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,12 +154,7 @@ class LabServer:
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its kernels, by PID
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            stop_process_group(self.proc)  # the server and its kernels, by PID
         if getattr(self, "log", None):
             self.log.close()
 

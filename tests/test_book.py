@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import urllib.request
 import nbformat
 import pytest
 
+from browser import stop_process_group
 from conftest import REPO
 from s3lib import book as B
 from s3lib.student import BEGIN, END, exercises
@@ -243,12 +242,7 @@ def server(site, tmp_path_factory):
                 time.sleep(0.2)
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, 10)
         log.close()
 
 

@@ -4,7 +4,6 @@ import importlib.metadata as md
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from browser import stop_process_group
 from conftest import REPO
 
 # What the course and its tests use (issue 2); OpenCV is the GUI-less build of opencv-python.
@@ -150,10 +150,5 @@ def test_make_lab_serves_jupyterlab_on_localhost_with_a_token(tmp_path):
         names = {item["name"] for item in json.load(listing)["content"]}
         assert "00_overview.ipynb" in names, "JupyterLab should open on notebooks/"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, 20)
         log.close()
