@@ -3,8 +3,9 @@
 Fast tests read the notebooks: every exercise is marked for nbgrader, a student copy keeps
 every cell but the solutions, and no solution line survives. The kernel test executes each
 student copy top to bottom (as a student would) and asserts where it fails: every cell but the
-exercises runs, each solution cell raises ``NotImplementedError`` and each check cell
-``NotImplementedError`` or ``AssertionError``. Then, in the same kernel, it feeds every exercise
+exercises runs (those whose output is exact by nature, tagged ``nbval-check-output``, print what
+the instructor's notebook printed), each solution cell raises ``NotImplementedError`` and each
+check cell ``NotImplementedError`` or ``AssertionError``. Then, in the same kernel, it feeds every exercise
 one plausible wrong answer (:data:`WRONG`: the typical mistake, written as an edit of the
 instructor's solution) and asserts that the check rejects it with a message that names the
 mistake, and finally the instructor's solution, which the check must accept.
@@ -12,6 +13,8 @@ mistake, and finally the instructor's solution, which the check must accept.
 
 from __future__ import annotations
 
+import configparser
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +207,23 @@ def test_make_students_command_writes_every_notebook(tmp_path):
     assert "student:" in (ROOT / "Makefile").read_text()
 
 
+def _sanitizers() -> list[tuple[re.Pattern, str]]:
+    """nbval's sanitizers of ``notebooks/sanitize.cfg`` (what may differ between fresh runs)."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(ROOT / "notebooks" / "sanitize.cfg")
+    return [(re.compile(cfg[s]["regex"]), cfg[s]["replace"]) for s in cfg.sections()]
+
+
+def _shown(cell, sanitizers) -> str:
+    """The text a cell printed (stdout and plain-text results), sanitized like nbval's."""
+    text = "".join(o.get("text", "") if o.get("output_type") == "stream" and o.get("name") == "stdout"
+                   else o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") in ("stream", "execute_result"))
+    for pattern, replace in sanitizers:
+        text = pattern.sub(replace, text)
+    return text
+
+
 def _run(client, cell, index):
     """Execute ``cell``; ``None`` when it ran, else the error's ``(name, value)``."""
     from nbclient.exceptions import CellExecutionError
@@ -228,6 +248,7 @@ def test_a_student_copy_runs_up_to_its_exercises_and_its_checks_reject_a_wrong_a
     checks = {e.check: e for e in exs}
     client = NotebookClient(nb, kernel_name=KERNEL, timeout=900,
                             resources={"metadata": {"path": str(folder)}})
+    sanitizers, compared = _sanitizers(), 0
     with client.setup_kernel():
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
@@ -241,6 +262,10 @@ def test_a_student_copy_runs_up_to_its_exercises_and_its_checks_reject_a_wrong_a
                     f"{path.name}, cell {i}: an unanswered check should fail, got {outcome}"
             else:
                 assert outcome is None, f"{path.name}, cell {i} failed in the student copy: {outcome}"
+                if "nbval-check-output" in cell.metadata.get("tags", []):  # exact by nature
+                    assert _shown(cell, sanitizers) == _shown(instructor.cells[i], sanitizers), \
+                        f"{path.name}, cell {i}: the student copy printed other than the instructor's"
+                    compared += 1
         for e in exs:
             where = f"{path.name}, exercise {e.number}"
             edits, words = WRONG[_prefix(path), e.number]
@@ -253,5 +278,11 @@ def test_a_student_copy_runs_up_to_its_exercises_and_its_checks_reject_a_wrong_a
             assert words in outcome[1], f"{where}: the check's message {outcome[1]!r} lacks {words!r}"
             right = nbformat.v4.new_code_cell(_solution_text(source))
             assert _run(client, right, e.solution) is None, f"{where}: the solution should run"
-            assert _run(client, nb.cells[e.check], e.check) is None, \
+            check = nb.cells[e.check]
+            assert _run(client, check, e.check) is None, \
                 f"{where}: the check should accept the instructor's solution"
+            if "nbval-check-output" in check.metadata.get("tags", []):
+                assert _shown(check, sanitizers) == _shown(instructor.cells[e.check], sanitizers), \
+                    f"{where}: the check printed other than in the instructor's notebook"
+                compared += 1
+        assert compared >= 1, f"{path.name}: no exact-by-nature output was compared"
