@@ -55,6 +55,11 @@ DEAD_BY: tuple[str, ...] = typing.get_args(DeadBy)
 SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 
+ADDED_SETTINGS: dict[str, Any] = {"weight_decay": 0.0}
+"""Settings that ``TrainConfig`` gained after checkpoints had been written, with the value
+those runs used (they trained without the feature)."""
+
+
 def _opt(default: Any, help: str, **meta: Any) -> Any:
     """A :class:`TrainConfig` field with its ``s3 train`` help text (and ``group``: fields of
     one group are alternatives, e.g. the budget)."""
@@ -104,6 +109,8 @@ class TrainConfig:
                                        "depends on the machine)", group="budget")
     batch: int = _opt(8, "pairs per step")
     lr: float = _opt(3e-3, "Adam's learning rate")
+    weight_decay: float = _opt(0.0, "decoupled weight decay (AdamW) of the convolutions that "
+                                    "batch norm follows (0: plain Adam)")
     schedule: Schedule = _opt("cosine", "learning rate: cosine decay to 0 over the budget, or "
                                         "constant")
     seed: int = _opt(0, "seed of the network's initialisation, batches and augmentations")
@@ -178,7 +185,7 @@ class TrainConfig:
                              "video and Sintel (use 0)")
         if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 2:
             raise ValueError(f"bins: expected an int >= 2, got {self.bins!r}")
-        for name in ("max_speed", "merge_below"):
+        for name in ("max_speed", "merge_below", "weight_decay"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
@@ -191,8 +198,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, settings: dict[str, Any], where: str = "settings") -> TrainConfig:
         """The config stored in a checkpoint (``config["train"]``); ``ValueError`` naming
-        ``where`` when a setting is missing or unknown (a checkpoint of another version)."""
+        ``where`` when a setting is missing or unknown (a checkpoint of another version).
+        Settings added after a checkpoint was written take the value its run had
+        (:data:`ADDED_SETTINGS`)."""
         names = {f.name for f in fields(cls)}
+        settings = {**{k: v for k, v in ADDED_SETTINGS.items() if k in names}, **settings}
         missing, unknown = sorted(names - set(settings)), sorted(set(settings) - names)
         if missing or unknown:
             raise ValueError(f"{where}: training settings do not match this s3lib's TrainConfig "
@@ -443,6 +453,39 @@ def _augment(images: torch.Tensor, flows: torch.Tensor, sym: torch.Tensor | None
     return images.to(device), flows.to(device)
 
 
+def normalised_weights(model: SegmentationNet) -> tuple[list[torch.nn.Parameter],
+                                                         list[torch.nn.Parameter]]:
+    """Split ``model``'s parameters into the convolution weights that a batch norm follows
+    (their scale does not change the network's output) and all the others (the head, biases,
+    the batch norms' own weights)."""
+    scaled, other = [], []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Sequential):
+            layers = list(module)
+            for conv, norm in zip(layers, layers[1:]):
+                if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
+                    scaled.append(conv.weight)
+    ids = {id(p) for p in scaled}
+    other = [p for p in model.parameters() if id(p) not in ids]
+    return scaled, other
+
+
+def make_optimizer(model: SegmentationNet, lr: float, weight_decay: float = 0.0
+                   ) -> torch.optim.Optimizer:
+    """Adam at ``lr``; with ``weight_decay > 0``, AdamW whose decoupled decay shrinks only the
+    convolution weights that batch norm follows (:func:`normalised_weights`).
+
+    Batch norm makes those weights scale-free, and Adam's steps, orthogonal to them on
+    average, make their norm grow, so the step's *angle*, what changes the network, shrinks
+    like ``lr / |w|``: training slows down by itself. Decay holds the norm at an equilibrium
+    where the angle per step stays near ``sqrt(2 * lr * weight_decay)`` (notebook 04)."""
+    if weight_decay == 0:
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    scaled, other = normalised_weights(model)
+    return torch.optim.AdamW([{"params": scaled, "weight_decay": weight_decay},
+                              {"params": other, "weight_decay": 0.0}], lr=lr)
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
           data: tuple[FlowPairs | LazyPairs, FlowPairs | LazyPairs] | None = None
           ) -> list[dict[str, Any]]:
@@ -468,7 +511,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     model = SegmentationNet(config.num_segments, config.width, coords=config.coords,
                             levels=config.levels)
     model = model.to(config.device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = make_optimizer(model, config.lr, config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     step, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():

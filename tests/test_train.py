@@ -344,7 +344,8 @@ def test_bad_gap_is_named(kwargs):
 
 @pytest.mark.parametrize("setting", ["gap", "eps"])
 def test_a_run_saved_without_a_setting_is_refused_by_name(tmp_path, setting):
-    """No compatibility defaults: a checkpoint must store every TrainConfig field."""
+    """No compatibility defaults: a checkpoint must store every TrainConfig field (except
+    those of ADDED_SETTINGS, added after the committed checkpoints, next test)."""
     config = TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4, levels=1)
     data = training_data(config)
     train(config, tmp_path, progress=False, data=data)
@@ -521,3 +522,51 @@ def test_the_look_reaches_the_training_and_heldout_cubes():
                                                                  look="pairs").frames[:2])
     hues, _ = training_data(replace(cfg, look="hues"))
     assert not torch.equal(hues.images[:2], train_pairs.images[:2])
+
+
+def test_a_checkpoint_from_before_weight_decay_trained_without_it(tmp_path):
+    config = TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4, levels=1)
+    data = training_data(config)
+    train(config, tmp_path, progress=False, data=data)
+    path = tmp_path / "checkpoint.pt"
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["train"]["weight_decay"]
+    torch.save(payload, path)
+    assert s3lib.train.ADDED_SETTINGS == {"weight_decay": 0.0}
+    records = train(replace(config, steps=3), tmp_path, resume=True, progress=False, data=data)
+    assert records[-1]["step"] == 3
+    with pytest.raises(ValueError, match="other settings"):  # it did not train with decay
+        train(replace(config, steps=4, weight_decay=0.1), tmp_path, resume=True,
+              progress=False, data=data)
+
+
+def test_weight_decay_shrinks_only_the_convolutions_batch_norm_follows():
+    torch.manual_seed(0)
+    model = SegmentationNet(3, 4, levels=2)
+    scaled, other = s3lib.train.normalised_weights(model)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(scaled) == len(convs) - 1 == 2 * (2 * 2 + 1)  # every block conv, not the head
+    assert all(p.ndim == 4 for p in scaled) and any(p is model.head.weight for p in other)
+    assert len(scaled) + len(other) == len(list(model.parameters()))
+    assert type(s3lib.train.make_optimizer(model, 1e-2)) is torch.optim.Adam
+    opt = s3lib.train.make_optimizer(model, 1e-2, weight_decay=0.5)
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # no gradient: only the decay moves weights, by lr * weight_decay
+    for p in scaled:
+        assert torch.allclose(p, before[id(p)] * (1 - 1e-2 * 0.5))
+    for p in other:
+        assert torch.equal(p, before[id(p)])
+
+
+def test_weight_decay_reaches_the_optimizer_and_bad_values_are_named(tmp_path, monkeypatch):
+    seen = []
+    real = s3lib.train.make_optimizer
+    monkeypatch.setattr(s3lib.train, "make_optimizer",
+                        lambda model, lr, wd=0.0: seen.append(wd) or real(model, lr, wd))
+    train(tiny(2, weight_decay=0.25), tmp_path, progress=False, data=tiny_data())
+    assert seen == [0.25]
+    for bad in (-0.1, math.inf, True):
+        with pytest.raises(ValueError, match="weight_decay"):
+            tiny(1, weight_decay=bad).validate()
