@@ -80,7 +80,8 @@ class TrainConfig:
     ``data`` (prepare-video caches or MPI-Sintel; their gap is ``prepare-video``'s).
     The network is a :class:`~s3lib.models.SegmentationNet` of ``width`` and ``levels``.
     ``lr``: Adam's learning rate, decayed to 0 over the budget with ``schedule="cosine"``
-    (:func:`learning_rate`). ``reseed_every`` steps, segments with less than ``dead_usage`` of
+    (:func:`learning_rate`); ``weight_decay > 0``: AdamW's decay on the convolutions that batch
+    norm follows (:func:`make_optimizer`). ``reseed_every`` steps, segments with less than ``dead_usage`` of
     the pixels (``dead_by``: pixels won, or soft mass; :func:`segment_usage`) are re-seeded,
     until ``reseed_until`` of the budget is spent (:func:`budget_spent`; 1: to the end): a
     re-seeded segment takes pixels from the worst one, a jolt the decayed learning rate of the
@@ -457,8 +458,8 @@ def normalised_weights(model: SegmentationNet) -> tuple[list[torch.nn.Parameter]
                                                          list[torch.nn.Parameter]]:
     """Split ``model``'s parameters into the convolution weights that a batch norm follows
     (their scale does not change the network's output) and all the others (the head, biases,
-    the batch norms' own weights)."""
-    scaled, other = [], []
+    the batch norms' own weights). Explained in ``notebooks/04b_making_the_cube_train.ipynb``, A5."""
+    scaled = []
     for module in model.modules():
         if isinstance(module, torch.nn.Sequential):
             layers = list(module)
@@ -478,7 +479,8 @@ def make_optimizer(model: SegmentationNet, lr: float, weight_decay: float = 0.0
     Batch norm makes those weights scale-free, and Adam's steps, orthogonal to them on
     average, make their norm grow, so the step's *angle*, what changes the network, shrinks
     like ``lr / |w|``: training slows down by itself. Decay holds the norm at an equilibrium
-    where the angle per step stays near ``sqrt(2 * lr * weight_decay)`` (notebook 04)."""
+    where the angle per step stays near ``sqrt(2 * lr * weight_decay)`` (notebook 04b, A5: on
+    the cube it did not shorten the plateau)."""
     if weight_decay == 0:
         return torch.optim.Adam(model.parameters(), lr=lr)
     scaled, other = normalised_weights(model)
