@@ -55,7 +55,7 @@ DEAD_BY: tuple[str, ...] = typing.get_args(DeadBy)
 SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 
-ADDED_SETTINGS: dict[str, Any] = {"weight_decay": 0.0}
+ADDED_SETTINGS: dict[str, Any] = {"weight_decay": 0.0, "crop": 1.0}
 """Settings that ``TrainConfig`` gained after checkpoints had been written, with the value
 those runs used (they trained without the feature)."""
 
@@ -93,7 +93,10 @@ class TrainConfig:
     the cube's colours are rotated by a random angle in ``[-hue, hue]`` radians
     (:func:`rotate_hue`; 0: off; video keeps its colours). ``plain_steps``: the first steps
     without any augmentation (a curriculum: faces first, then invariance). Augmentations
-    change the pictures, never the grouping the flow implies. ``threads``: CPU threads (the
+    change the pictures, never the grouping the flow implies. ``crop < 1`` (cube): every step
+    trains on a random square window of each pair, its side that share of the image's
+    (:func:`crop_side`, :func:`crop_windows`): a cheaper step on fewer pixels; held-out scores
+    always see whole pictures (video trains on whole frames). ``threads``: CPU threads (the
     results repeat exactly for a fixed count). ``workers``: video and Sintel only, processes
     that read the next batches from disk while the network trains
     (:func:`~s3lib.data.pairs.prefetched_batches`); their indices then come from a random
@@ -143,6 +146,8 @@ class TrainConfig:
     hue: float = _opt(math.pi, "cube: largest hue rotation in radians (0: off)")
     zoom: float = _opt(1.0, "largest random zoom-in factor (1: off)")
     plain_steps: int = _opt(0, "first steps without augmentation")
+    crop: float = _opt(1.0, "cube: train on random square windows of this share of the image "
+                            "side (1: whole pictures)")
     workers: int = _opt(0, "video: processes that read the next batches ahead (0: none; more "
                            "draws the batches from a stream of their own)")
     device: str = _opt("cpu", "cpu or cuda")
@@ -190,6 +195,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+        if (isinstance(self.crop, bool) or not isinstance(self.crop, (int, float))
+                or not 0 < self.crop <= 1):
+            raise ValueError(f"crop: expected a share of the image side in (0, 1], "
+                             f"got {self.crop!r}")
         if not self.zoom >= 1:
             raise ValueError(f"zoom: expected a factor >= 1, got {self.zoom!r}")
         if not 1 <= self.gap < self.frames or (self.dataset != "cube" and self.gap != 1):
@@ -409,6 +418,26 @@ def dihedral(image: torch.Tensor, flow: torch.Tensor, k: int) -> tuple[torch.Ten
     return image, flow
 
 
+def crop_side(size: int, share: float) -> int:
+    """The side of :func:`crop_windows`' windows for pictures of side ``size``: ``share *
+    size`` rounded to a multiple of 4 (the network's need), at least 8; 0 when that is the
+    whole picture (``share = 1``, or a picture too small to cut). ``crop_side(64, 0.75) = 48``."""
+    side = max(8, 4 * round(share * size / 4))
+    return 0 if side >= size else side
+
+
+def crop_windows(images: torch.Tensor, flows: torch.Tensor, size: int,
+                 corners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``size`` x ``size`` window of each pair whose top-left pixel is ``corners (B, 2)``
+    (row, column): ``images (B, 3, H, W)``, ``flows (B, 2, H, W)`` -> ``(B, 3, size, size)``,
+    ``(B, 2, size, size)``. A window only translates the picture, so the flow's values stay
+    as they are (``s3 train --crop``: a step on fewer pixels costs less; appendix 04b, A6)."""
+    rows = [slice(int(r), int(r) + size) for r in corners[:, 0]]
+    cols = [slice(int(c), int(c) + size) for c in corners[:, 1]]
+    pick = lambda x: torch.stack([x[i, :, r, c] for i, (r, c) in enumerate(zip(rows, cols))])  # noqa: E731
+    return pick(images), pick(flows)
+
+
 def zoom_crop(images: torch.Tensor, flows: torch.Tensor, zoom: torch.Tensor,
               centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop a window ``1 / zoom`` of the picture's side around ``centre`` and resize it back:
@@ -428,21 +457,26 @@ def zoom_crop(images: torch.Tensor, flows: torch.Tensor, zoom: torch.Tensor,
 
 def _batch(pairs: FlowPairs | LazyPairs, idx: torch.Tensor, sym: torch.Tensor | None,
            device: str, hue: torch.Tensor | None = None,
-           zoom: tuple[torch.Tensor, torch.Tensor] | None = None
+           zoom: tuple[torch.Tensor, torch.Tensor] | None = None,
+           window: tuple[int, torch.Tensor] | None = None
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and flows of ``idx``: zoomed in (:func:`zoom_crop`, ``zoom = (factors,
+    """Images and flows of ``idx``: cut to a window (:func:`crop_windows`, ``window = (size,
+    corners)``), zoomed in (:func:`zoom_crop`, ``zoom = (factors,
     centres)``), transformed by their symmetry ``sym`` (:func:`dihedral`), colours rotated by
     ``hue`` radians (:func:`rotate_hue`). ``pairs`` in memory are indexed as tensors; a lazy
     data set has just these pairs read (:func:`s3lib.data.pairs.batch_of`: the same numbers)."""
     images, flows, _ = batch_of(pairs, idx)
-    return _augment(images, flows, sym, device, hue, zoom)
+    return _augment(images, flows, sym, device, hue, zoom, window)
 
 
 def _augment(images: torch.Tensor, flows: torch.Tensor, sym: torch.Tensor | None, device: str,
              hue: torch.Tensor | None = None,
-             zoom: tuple[torch.Tensor, torch.Tensor] | None = None
+             zoom: tuple[torch.Tensor, torch.Tensor] | None = None,
+             window: tuple[int, torch.Tensor] | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_batch`'s augmentations of ``images (B, 3, H, W)`` and ``flows (B, 2, H, W)``."""
+    if window is not None:
+        images, flows = crop_windows(images, flows, *window)
     if zoom is not None:
         images, flows = zoom_crop(images, flows, *zoom)
     if hue is not None:
@@ -555,6 +589,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     # symmetries that keep the data plausible: all 8 of the square for the cube (no up or
     # down in space), left-right mirroring only for video
     num_sym = 8 if config.dataset == "cube" and pairs.size[0] == pairs.size[1] else 2
+    # video trains on whole frames; the cube on windows of crop_side pixels (0: whole)
+    crop = crop_side(min(pairs.size), config.crop) if config.dataset == "cube" else 0
     # read ahead (video): the batches' indices from a stream of their own, resumed at `step`
     ahead = (prefetched_batches(pairs, config.batch, config.seed + 1, config.workers, skip=step)
              if config.workers else None)
@@ -568,8 +604,11 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         zoom = ((1 + torch.rand(config.batch, generator=gen) * (config.zoom - 1),
                  torch.rand(config.batch, 2, generator=gen) * 2 - 1)
                 if augment and config.zoom > 1 else None)
-        images, flows = (_batch(pairs, idx, sym, config.device, hue, zoom) if ahead is None
-                         else _augment(*next(ahead), sym, config.device, hue, zoom))
+        window = ((crop, torch.stack([torch.randint(side - crop + 1, (config.batch,), generator=gen)
+                                      for side in pairs.size], 1)) if crop else None)
+        images, flows = (_batch(pairs, idx, sym, config.device, hue, zoom, window)
+                         if ahead is None
+                         else _augment(*next(ahead), sym, config.device, hue, zoom, window))
         for group in opt.param_groups:
             group["lr"] = learning_rate(config, step, time.perf_counter() - start)
         masks = model(images).softmax(1)

@@ -524,20 +524,76 @@ def test_the_look_reaches_the_training_and_heldout_cubes():
     assert not torch.equal(hues.images[:2], train_pairs.images[:2])
 
 
-def test_a_checkpoint_from_before_weight_decay_trained_without_it(tmp_path):
-    config = TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4, levels=1)
+@pytest.mark.parametrize("setting, other", [("weight_decay", 0.1), ("crop", 0.5)])
+def test_a_checkpoint_from_before_an_added_setting_trained_without_it(tmp_path, setting, other):
+    config = TrainConfig(size=16, steps=2, eval_every=1, frames=4, batch=2, width=4, levels=1,
+                         **s3lib.train.ADDED_SETTINGS)  # a run as it was made before them
     data = training_data(config)
     train(config, tmp_path, progress=False, data=data)
     path = tmp_path / "checkpoint.pt"
     payload = torch.load(path, weights_only=True)
-    del payload["config"]["train"]["weight_decay"]
+    for name in s3lib.train.ADDED_SETTINGS:
+        del payload["config"]["train"][name]
     torch.save(payload, path)
-    assert s3lib.train.ADDED_SETTINGS == {"weight_decay": 0.0}
+    assert setting in s3lib.train.ADDED_SETTINGS
+    assert getattr(TrainConfig.from_dict(payload["config"]["train"]), setting) == \
+        s3lib.train.ADDED_SETTINGS[setting] != other
     records = train(replace(config, steps=3), tmp_path, resume=True, progress=False, data=data)
     assert records[-1]["step"] == 3
-    with pytest.raises(ValueError, match="other settings"):  # it did not train with decay
-        train(replace(config, steps=4, weight_decay=0.1), tmp_path, resume=True,
+    with pytest.raises(ValueError, match="other settings"):  # it did not train with it
+        train(replace(config, steps=4, **{setting: other}), tmp_path, resume=True,
               progress=False, data=data)
+
+
+def test_crop_windows_cut_pictures_and_flow_alike():
+    images, flows = torch.rand(3, 3, 12, 16), torch.randn(3, 2, 12, 16)
+    corners = torch.tensor([[0, 0], [4, 8], [2, 5]])
+    im, fl = s3lib.train.crop_windows(images, flows, 8, corners)
+    assert im.shape == (3, 3, 8, 8) and fl.shape == (3, 2, 8, 8)
+    for i, (r, c) in enumerate(corners.tolist()):
+        assert torch.equal(im[i], images[i, :, r:r + 8, c:c + 8])
+        assert torch.equal(fl[i], flows[i, :, r:r + 8, c:c + 8])  # a window moves nothing
+
+
+def test_a_cropped_run_trains_on_windows_and_scores_whole_pictures(tmp_path, monkeypatch):
+    seen = []
+    real = s3lib.train.motion_loss
+    monkeypatch.setattr(s3lib.train, "motion_loss",
+                        lambda name, masks, flows, *a, **k: seen.append(
+                            (torch.is_grad_enabled(), tuple(masks.shape[-2:]))) or
+                        real(name, masks, flows, *a, **k))
+    records = train(tiny(2, crop=0.5), tmp_path, progress=False, data=tiny_data())
+    assert {shape for grad, shape in seen if grad} == {(8, 8)}  # training steps: windows
+    assert {shape for grad, shape in seen if not grad} == {(16, 16)}  # held-out: whole
+    assert records[-1]["step"] == 2 and np.isfinite(records[-1]["miou"])
+    again = train(tiny(2, crop=0.5), tmp_path / "again", progress=False, data=tiny_data())
+    assert again[-1]["loss"] == records[-1]["loss"]  # the windows come from the run's seed
+    other = train(tiny(2, crop=0.75), tmp_path / "other", progress=False, data=tiny_data())
+    assert other[-1]["loss"] != records[-1]["loss"]
+
+
+def test_crop_side_rounds_to_the_networks_multiple_of_four():
+    assert s3lib.train.crop_side(64, 0.75) == 48 and s3lib.train.crop_side(128, 0.75) == 96
+    assert s3lib.train.crop_side(16, 0.75) == 12 and s3lib.train.crop_side(64, 0.7) == 44
+    assert s3lib.train.crop_side(64, 1.0) == 0 and s3lib.train.crop_side(8, 0.5) == 0  # whole
+    assert s3lib.train.crop_side(64, 0.01) == 8
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, math.nan, True, "0.5"])
+def test_bad_crop_is_named(bad):
+    with pytest.raises(ValueError, match="crop"):
+        tiny(1, crop=bad).validate()
+
+
+def test_video_trains_on_whole_frames_whatever_the_crop(video_cache, tmp_path, monkeypatch):
+    seen = []
+    real = s3lib.train.motion_loss
+    monkeypatch.setattr(s3lib.train, "motion_loss", lambda name, masks, flows, *a, **k:
+                        seen.append(tuple(masks.shape[-2:])) or real(name, masks, flows, *a, **k))
+    config = TrainConfig(dataset="video", data=str(video_cache), num_segments=2, steps=1,
+                         minutes=None, batch=1, width=4, crop=0.5)  # caches are 32x48
+    train(config, tmp_path, progress=False)
+    assert set(seen) == {(32, 48)}
 
 
 def test_weight_decay_shrinks_only_the_convolutions_batch_norm_follows():
