@@ -555,13 +555,18 @@ def test_crop_windows_cut_pictures_and_flow_alike():
         assert torch.equal(fl[i], flows[i, :, r:r + 8, c:c + 8])  # a window moves nothing
 
 
-def test_a_cropped_run_trains_on_windows_and_scores_whole_pictures(tmp_path, monkeypatch):
+def loss_shapes(monkeypatch) -> list[tuple[bool, tuple[int, int]]]:
+    """Record, for every ``motion_loss`` that ``train`` computes, whether gradients were on (a
+    training step) and the masks' ``(H, W)``."""
     seen = []
     real = s3lib.train.motion_loss
-    monkeypatch.setattr(s3lib.train, "motion_loss",
-                        lambda name, masks, flows, *a, **k: seen.append(
-                            (torch.is_grad_enabled(), tuple(masks.shape[-2:]))) or
-                        real(name, masks, flows, *a, **k))
+    monkeypatch.setattr(s3lib.train, "motion_loss", lambda name, masks, flows, *a, **k: seen.append(
+        (torch.is_grad_enabled(), tuple(masks.shape[-2:]))) or real(name, masks, flows, *a, **k))
+    return seen
+
+
+def test_a_cropped_run_trains_on_windows_and_scores_whole_pictures(tmp_path, monkeypatch):
+    seen = loss_shapes(monkeypatch)
     records = train(tiny(2, crop=0.5), tmp_path, progress=False, data=tiny_data())
     assert {shape for grad, shape in seen if grad} == {(8, 8)}  # training steps: windows
     assert {shape for grad, shape in seen if not grad} == {(16, 16)}  # held-out: whole
@@ -586,14 +591,11 @@ def test_bad_crop_is_named(bad):
 
 
 def test_video_trains_on_whole_frames_whatever_the_crop(video_cache, tmp_path, monkeypatch):
-    seen = []
-    real = s3lib.train.motion_loss
-    monkeypatch.setattr(s3lib.train, "motion_loss", lambda name, masks, flows, *a, **k:
-                        seen.append(tuple(masks.shape[-2:])) or real(name, masks, flows, *a, **k))
+    seen = loss_shapes(monkeypatch)
     config = TrainConfig(dataset="video", data=str(video_cache), num_segments=2, steps=1,
                          minutes=None, batch=1, width=4, crop=0.5)  # caches are 32x48
     train(config, tmp_path, progress=False)
-    assert set(seen) == {(32, 48)}
+    assert {shape for _, shape in seen} == {(32, 48)}
 
 
 def test_weight_decay_shrinks_only_the_convolutions_batch_norm_follows():
