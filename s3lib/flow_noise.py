@@ -57,7 +57,7 @@ GRID_SETTINGS: dict[str, Any] = dict(
     schedule="cosine", width=16, levels=4, coords=True, frames=99, gap=1, eps=1e-6, bins=32,
     max_speed=0.0, reseed_every=50, dead_usage=0.01, dead_by="wins", reseed_until=0.75,
     merge_below=0.0, threads=1, combine="segments", augment=True, hue=math.pi, zoom=1.0,
-    plain_steps=0, workers=0, device="cpu", weight_decay=0.0, crop=1.0)
+    plain_steps=0, workers=0, device="cpu", weight_decay=0.0, crop=1.0, split_above=0.0)
 """Every :class:`~s3lib.train.TrainConfig` setting of a grid run except ``loss``, ``seed``,
 ``steps``, ``size`` and ``eval_every`` (set per run): spelled out, so the grid does not move
 when the defaults do."""

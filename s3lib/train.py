@@ -6,7 +6,8 @@ state, so ``resume=True`` continues to exactly the result of an uninterrupted ru
 budgeted in steps: one budgeted in minutes depends on the machine's speed anyway); metrics
 appended to a JSON-lines file. Adam's learning rate decays along a cosine over the budget. Dead
 segments (winning almost no pixels) are re-seeded from the worst-fitting segment during the
-first three quarters of the budget, which breaks the symmetry the motion losses otherwise leave.
+first three quarters of the budget, while some segment still fits badly (``split_above``), which
+breaks the symmetry the motion losses otherwise leave.
 
 The data are frame pairs: the cube in memory (:class:`~s3lib.data.pairs.FlowPairs`,
 ``dataset="cube"``, notebook 04), or frames of real video / MPI-Sintel read from disk a batch at
@@ -55,7 +56,7 @@ DEAD_BY: tuple[str, ...] = typing.get_args(DeadBy)
 SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 
-ADDED_SETTINGS: dict[str, Any] = {"weight_decay": 0.0, "crop": 1.0}
+ADDED_SETTINGS: dict[str, Any] = {"weight_decay": 0.0, "crop": 1.0, "split_above": 0.0}
 """Settings that ``TrainConfig`` gained after checkpoints had been written, with the value
 those runs used (they trained without the feature)."""
 
@@ -85,7 +86,9 @@ class TrainConfig:
     the pixels (``dead_by``: pixels won, or soft mass; :func:`segment_usage`) are re-seeded,
     until ``reseed_until`` of the budget is spent (:func:`budget_spent`; 1: to the end): a
     re-seeded segment takes pixels from the worst one, a jolt the decayed learning rate of the
-    last steps could not repair.
+    last steps could not repair. ``split_above``: only while some live segment's mean residual
+    is above it (px; 0: always), so once every motion has its model the spare segment stays
+    dead instead of being re-seeded onto a face again and again (appendix 04b, A7).
     ``eps``: the ridge of the affine loss's per-segment fit (:data:`s3lib.motion.DEFAULT_EPS`).
     ``augment``: each training pair is zoomed in by a random factor in ``[1, zoom]``
     (:func:`zoom_crop`) and transformed by a random symmetry (:func:`dihedral`: all eight of
@@ -108,7 +111,7 @@ class TrainConfig:
     loss: Loss = _opt("affine", "the motion loss (notebooks 01-03)")
     size: int = _opt(64, "cube: image side in pixels (a multiple of 4)")
     num_segments: int = _opt(5, "number of segments L (>= 2)")
-    steps: int | None = _opt(12000, "train for this many steps", group="budget")
+    steps: int | None = _opt(8000, "train for this many steps", group="budget")
     minutes: float | None = _opt(None, "train for this many minutes (then the number of steps "
                                        "depends on the machine)", group="budget")
     batch: int = _opt(8, "pairs per step")
@@ -139,6 +142,8 @@ class TrainConfig:
                                      "(1: to the end)")
     merge_below: float = _opt(0.02, "also re-seed one of two segments whose merge would cost "
                                     "less than this per pixel, while another fits worse (0: off)")
+    split_above: float = _opt(0.1, "re-seed only while the worst-fitting live segment's mean "
+                                   "residual is above this (px; 0: always)")
     threads: int = _opt(DEFAULT_THREADS, "CPU threads (results repeat exactly for a fixed count)")
     combine: Combine = _opt("segments", "affine loss: per-segment residuals, or the residual of "
                                         "the blended flow")
@@ -191,7 +196,7 @@ class TrainConfig:
                              "video and Sintel (use 0)")
         if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 2:
             raise ValueError(f"bins: expected an int >= 2, got {self.bins!r}")
-        for name in ("max_speed", "merge_below", "weight_decay"):
+        for name in ("max_speed", "merge_below", "weight_decay", "split_above"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
@@ -288,7 +293,8 @@ def segment_usage(masks: torch.Tensor, by: str = "wins") -> torch.Tensor:
 def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: torch.Tensor,
                          dead_usage: float, gen: torch.Generator, loss: str = "affine",
                          by: str = "wins", eps: float = DEFAULT_EPS, merge_below: float = 0.0,
-                         *, bins: int = 32, max_speed: float = 0.0) -> list[int]:
+                         *, bins: int = 32, max_speed: float = 0.0,
+                         split_above: float = 0.0) -> list[int]:
     """Give every segment whose :func:`segment_usage` is below ``dead_usage`` the head weights
     of the worst-explained segment (:func:`segment_costs`) plus noise; returns the re-seeded
     indices.
@@ -299,6 +305,9 @@ def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: tor
     of the two segments whose merge costs least (:func:`merge_costs`) is re-seeded as if dead,
     provided that cost is below ``merge_below`` and the worst segment's cost above it: a
     redundant piece moves to where a model is missing (split and merge; notebook 04).
+    ``split_above > 0``: nothing is re-seeded while every live segment's cost is at most
+    ``split_above`` (every motion has its model, and the spare segment of a good solution is
+    left dead instead of being re-seeded onto a face, again and again).
     """
     usage = segment_usage(masks, by)
     dead = torch.nonzero(usage < dead_usage).flatten().tolist()
@@ -318,6 +327,8 @@ def reseed_dead_segments(model: SegmentationNet, masks: torch.Tensor, flows: tor
     cost = (segment_costs(loss, masks, flows, eps, **kw) if cost is None else cost).clone()
     cost[dead] = -float("inf")
     worst = int(cost.argmax())
+    if split_above > 0 and not float(cost[worst]) > split_above:
+        return []
     w, b = model.head.weight, model.head.bias
     for d in dead:
         noise = torch.randn(w[worst].shape, generator=gen).to(w.device)
@@ -623,7 +634,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
                 and budget_spent(config, step, time.perf_counter() - start) < config.reseed_until):
             reseed_dead_segments(model, masks.detach(), flows, config.dead_usage, gen, config.loss,
                                  config.dead_by, config.eps, config.merge_below,
-                                 bins=config.bins, max_speed=config.max_speed)
+                                 bins=config.bins, max_speed=config.max_speed,
+                                 split_above=config.split_above)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")

@@ -488,6 +488,44 @@ def test_merge_reseeding_moves_a_redundant_piece_to_the_worst_segment():
             assert float((w[0] - before[2]).abs().mean()) < 0.2 * float(before[2].abs().mean())
 
 
+def test_split_above_leaves_the_spare_segment_dead_once_every_motion_has_a_model():
+    """A dead segment 2 beside two segments that each hold one exact translation: with
+    ``split_above`` nothing is re-seeded; with a threshold below the live segments' cost (or
+    0, off) the dead one is re-seeded as before. The merge rule is held back the same way."""
+    flow = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    flow[:, 0, :, :4], flow[:, 1, :, 4:] = 1.0, 1.0
+    masks = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    masks[:, 0, :, :4] = masks[:, 1, :, 4:] = 0.98
+    masks[:, 2] = 1 - masks[:, :2].sum(1)  # 2 % of every pixel's mass, winning none
+    masks[:, 1, :, :4] = masks[:, 0, :, 4:] = 0.0
+    live = float(segment_costs("affine", masks, flow)[:2].max())
+    assert live < 0.05  # both halves fit (up to the share the dead segment keeps)
+    for above, expected in ((0.0, [2]), (0.1, []), (live / 2, [2])):
+        net = SegmentationNet(3, width=4)
+        before = net.head.weight.clone()
+        got = reseed_dead_segments(net, masks.float(), flow.float(), 0.01,
+                                   torch.Generator().manual_seed(0), split_above=above)
+        assert got == expected, above
+        assert torch.equal(net.head.weight[2], before[2]) == (expected == [])
+    masks, flow = two_motion_scene()  # merge rule: segment 2 holds two motions (cost > 0.1)
+    worst = float(segment_costs("affine", masks, flow)[2])
+    for above, expected in ((worst / 2, [0]), (2 * worst, [])):
+        got = reseed_dead_segments(SegmentationNet(3, width=4), masks.float(), flow.float(),
+                                   0.01, torch.Generator().manual_seed(0), merge_below=0.05,
+                                   split_above=above)
+        assert got == expected, above
+
+
+def test_train_passes_split_above_to_reseeding(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(s3lib.train, "reseed_dead_segments",
+                        lambda *args, **kwargs: seen.append(kwargs["split_above"]) or [])
+    train(tiny(6, split_above=0.25, reseed_until=1.0), tmp_path, progress=False, data=tiny_data())
+    assert seen == [0.25, 0.25]
+    with pytest.raises(ValueError, match="split_above"):
+        TrainConfig(split_above=-1.0).validate()
+
+
 def test_entropy_settings_reach_the_loss(tmp_path):
     pairs = cube_pairs((0,), size=16, frames=3)
     masks = torch.full((2, 3, 16, 16), 1 / 3)
