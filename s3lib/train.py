@@ -142,8 +142,9 @@ class TrainConfig:
                                      "(1: to the end)")
     merge_below: float = _opt(0.02, "also re-seed one of two segments whose merge would cost "
                                     "less than this per pixel, while another fits worse (0: off)")
-    split_above: float = _opt(0.1, "re-seed only while the worst-fitting live segment's mean "
-                                   "residual is above this (px; 0: always)")
+    split_above: float = _opt(0.1, "re-seed only while the worst-fitting live segment's cost "
+                                   "is above this (affine: mean residual, px; entropy: mean "
+                                   "histogram entropy, nats; 0: always)")
     threads: int = _opt(DEFAULT_THREADS, "CPU threads (results repeat exactly for a fixed count)")
     combine: Combine = _opt("segments", "affine loss: per-segment residuals, or the residual of "
                                         "the blended flow")
