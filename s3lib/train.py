@@ -86,8 +86,9 @@ class TrainConfig:
     the pixels (``dead_by``: pixels won, or soft mass; :func:`segment_usage`) are re-seeded,
     until ``reseed_until`` of the budget is spent (:func:`budget_spent`; 1: to the end): a
     re-seeded segment takes pixels from the worst one, a jolt the decayed learning rate of the
-    last steps could not repair. ``split_above``: only while some live segment's mean residual
-    is above it (px; 0: always), so once every motion has its model the spare segment stays
+    last steps could not repair. ``split_above``: only while some live segment's cost
+    (:func:`segment_costs`: px for the affine loss, nats for the entropy loss) is above it (0:
+    always), so once every motion has its model the spare segment stays
     dead instead of being re-seeded onto a face again and again (appendix 04b, A7).
     ``eps``: the ridge of the affine loss's per-segment fit (:data:`s3lib.motion.DEFAULT_EPS`).
     ``augment``: each training pair is zoomed in by a random factor in ``[1, zoom]``
